@@ -1,0 +1,93 @@
+"""Serializer fields for what clients send: strict strings, addresses, header maps."""
+
+from __future__ import annotations
+
+import re
+from email.headerregistry import Address
+from email.utils import getaddresses
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from rest_framework import serializers
+
+HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII, no colon
+# Set through their own fields, or by us: not through `headers`.
+RESERVED_HEADERS = {
+    "from", "to", "cc", "bcc", "reply-to", "subject", "content-type",
+    "content-transfer-encoding", "mime-version", "x-mailservice-id",
+}  # fmt: skip
+
+
+def _refuse_line_breaks(value: str) -> None:
+    if "\r" in value or "\n" in value:
+        raise serializers.ValidationError("Must not contain CR or LF characters.")
+
+
+class StrictCharField(serializers.CharField):
+    """A string and only a string: 42 or true is a client bug, not a subject."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def __init__(self, *, single_line: bool = False, **kwargs) -> None:
+        self.single_line = single_line
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if self.single_line:
+            _refuse_line_breaks(data)
+        return super().to_internal_value(data)
+
+
+def normalize_address(value: str) -> str:
+    """'addr' or 'Name <addr>' → the same, normalised; raises ValidationError."""
+    _refuse_line_breaks(value)
+    parsed = getaddresses([value])
+    if len(parsed) != 1 or not parsed[0][1]:
+        raise serializers.ValidationError(f"Enter one address, as 'addr' or 'Name <addr>', not {value!r}.")
+    name, addr = parsed[0]
+    try:
+        validate_email(addr)
+    except DjangoValidationError:
+        raise serializers.ValidationError(f"{value!r} is not a valid email address.") from None
+    if addr not in value:
+        # Old parsers can read 'a@x.org)<b@y.org>' as b@y.org: refuse anything ambiguous.
+        raise serializers.ValidationError(f"{value!r} is not a valid email address.")
+    return str(Address(display_name=name, addr_spec=addr)) if name else addr
+
+
+class AddressField(StrictCharField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=400, **kwargs)
+
+    def to_internal_value(self, data):
+        return normalize_address(super().to_internal_value(data))
+
+
+class AddressListField(serializers.ListField):
+    """A list of addresses; a single string is taken as a list of one."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=AddressField(), **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            data = [data]
+        return super().to_internal_value(data)
+
+
+class HeadersField(serializers.DictField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=StrictCharField(single_line=True, max_length=998, allow_blank=True), **kwargs)
+
+    def to_internal_value(self, data):
+        headers = super().to_internal_value(data)
+        if len(headers) > 50:
+            raise serializers.ValidationError("At most 50 headers.")
+        for name in headers:
+            if not HEADER_NAME.match(name):
+                raise serializers.ValidationError(f"{name!r} is not a valid header name.")
+            if name.lower() in RESERVED_HEADERS:
+                raise serializers.ValidationError(f"{name!r} cannot be set through headers; use its own field.")
+        return headers

@@ -1,0 +1,27 @@
+"""/health (the process runs) and /health/ready (its dependencies answer)."""
+
+from django.db import connection
+from django.http import JsonResponse
+
+from mailservice.redis import get_redis
+
+
+def health(request):
+    return JsonResponse({"status": "ok"})
+
+
+def ready(request):
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"unavailable: {type(exc).__name__}"
+    try:
+        get_redis().ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    ok = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+API_KEY_PREFIX = "ms_"
+
+
+class ApiKey(models.Model):
+    """A client's key. Only its SHA-256 is stored: the key itself is shown once, at creation."""
+
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it.")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    # DRF treats the authenticated key as the request's user.
+    is_authenticated = True
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(key: str) -> str:
+        # Keys are 256 random bits: a fast hash is safe, and a slow one would tax every request.
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @staticmethod
+    def generate() -> str:
+        return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class Email(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        PROCESSING = "PROCESSING"
+        SENT = "SENT"
+        FAILED = "FAILED"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="emails", null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+
+    from_email = models.CharField(max_length=400)
+    to = ArrayField(models.CharField(max_length=400))
+    cc = ArrayField(models.CharField(max_length=400), default=list, blank=True)
+    bcc = ArrayField(models.CharField(max_length=400), default=list, blank=True)
+    reply_to = ArrayField(models.CharField(max_length=400), default=list, blank=True)
+    # Bare, lower-cased addresses of to, cc and bcc: what recipient search and filters match.
+    recipients = ArrayField(models.CharField(max_length=320), default=list, blank=True)
+    subject = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    attempts = models.PositiveIntegerField(default=0)
+    send_at = models.DateTimeField(null=True, blank=True)
+    # PENDING: when the next attempt is due. The sweep also moves it when it re-enqueues a row.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # PROCESSING: when the claim expires. Also the claim's identity: a worker finishes only
+    # the claim it made (WHERE lease_until = <its lease>), so a stale worker cannot overwrite.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    provider_message_id = models.CharField(max_length=1000, blank=True)
+    last_error = models.TextField(blank=True)
+    resent_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="resends")
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The sweep: PENDING rows that are due; PROCESSING rows whose lease has passed.
+            models.Index(fields=["next_attempt_at"], name="email_pending_due", condition=Q(status="PENDING")),
+            models.Index(fields=["lease_until"], name="email_processing_lease", condition=Q(status="PROCESSING")),
+            # The API's list: a key's emails, newest first, optionally by status.
+            models.Index(fields=["api_key", "-created_at"], name="email_key_created"),
+            models.Index(fields=["api_key", "status", "-created_at"], name="email_key_status_created"),
+            # The admin: newest first, filtered by status; recipient search.
+            models.Index(fields=["-created_at"], name="email_created"),
+            models.Index(fields=["status", "-created_at"], name="email_status_created"),
+            GinIndex(fields=["recipients"], name="email_recipients"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (self.Status.SENT, self.Status.FAILED)
+
+    def can_retry(self) -> bool:
+        return self.attempts < settings.MAIL_MAX_ATTEMPTS
+
+
+class EmailEvent(models.Model):
+    """What happened to an email: each attempt's outcome, and later the provider's delivery events."""
+
+    class Type(models.TextChoices):
+        SENT = "sent"
+        RETRY = "retry"  # a transient failure; another attempt follows
+        FAILED = "failed"
+        RECOVERED = "recovered"  # a worker's lease passed; the email was queued again
+
+    email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=20, choices=Type.choices)
+    at = models.DateTimeField(default=timezone.now)
+    provider = models.CharField(max_length=100, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["email", "at"], name="event_email_at")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.at:%Y-%m-%d %H:%M:%S}"

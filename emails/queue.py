@@ -1,0 +1,41 @@
+"""The broker side: publish email ids to the workers, and read the queue's depth.
+
+The broker is a wake-up signal, not the record: a publish that fails is logged by id and
+left to the sweep, which finds the row PENDING in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from mailservice.celery import app
+from mailservice.redis import get_redis
+
+SEND_TASK = "emails.tasks.send_email"
+QUEUE = "celery"  # Celery's default queue, a Redis list of that name
+
+log = logging.getLogger(__name__)
+
+
+def publish(email_ids: Iterable[object], *, countdown: float = 0) -> int:
+    """Enqueues send_email for each id; returns how many were published. Never raises."""
+    ids = [str(i) for i in email_ids]
+    for done, email_id in enumerate(ids):
+        try:
+            app.send_task(SEND_TASK, args=[email_id], countdown=countdown or None)
+        except Exception as exc:
+            # Broker down: the rows are stored, and the sweep publishes them once it is back.
+            log.warning(
+                "publish failed (%s) for %d email(s), first %s; the sweep will enqueue them",
+                type(exc).__name__,
+                len(ids) - done,
+                email_id,
+            )
+            return done
+    return len(ids)
+
+
+def queue_depth() -> int:
+    """Messages waiting in the broker (not those already reserved by workers)."""
+    return int(get_redis().llen(QUEUE))

@@ -1,0 +1,329 @@
+"""Writes: accepting, sending, recovering and resending emails."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.utils import timezone
+
+from emails import queue
+from emails.models import ApiKey, Email, EmailEvent
+from providers.errors import ProviderError
+from providers.outbox import ID_HEADER
+from providers.selection import choose_provider
+
+log = logging.getLogger(__name__)
+
+Status = Email.Status
+# How early a task may arrive before its row is due (clock skew between worker hosts).
+DUE_TOLERANCE = timedelta(seconds=1)
+# At most this many stranded rows are re-enqueued per sweep, and none while the queue holds more.
+SWEEP_BATCH = 1000
+
+
+# --- API keys ----------------------------------------------------------------------------
+
+
+def api_key_create(*, name: str) -> tuple[ApiKey, str]:
+    """Returns the stored key and the key itself, which is not stored and cannot be shown again."""
+    key = ApiKey.generate()
+    api_key = ApiKey.objects.create(name=name, key_hash=ApiKey.hash(key), prefix=key[:10])
+    return api_key, key
+
+
+# --- accepting ---------------------------------------------------------------------------
+
+
+def _bare_addresses(*lists: list[str]) -> list[str]:
+    return sorted({parseaddr(a)[1].lower() for addresses in lists for a in addresses})
+
+
+def email_create(
+    *,
+    api_key: ApiKey | None,
+    from_email: str,
+    to: list[str],
+    subject: str = "",
+    text: str = "",
+    html: str = "",
+    cc: list[str] | None = None,
+    bcc: list[str] | None = None,
+    reply_to: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, str] | None = None,
+    send_at: datetime | None = None,
+    resent_from: Email | None = None,
+) -> Email:
+    """Stores a validated email as PENDING and enqueues it once the row is committed."""
+    now = timezone.now()
+    cc, bcc = cc or [], bcc or []
+    email = Email(
+        api_key=api_key,
+        from_email=from_email,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to or [],
+        recipients=_bare_addresses(to, cc, bcc),
+        subject=subject,
+        text=text,
+        html=html,
+        headers=headers or {},
+        tags=tags or [],
+        metadata=metadata or {},
+        send_at=send_at,
+        next_attempt_at=max(send_at or now, now),
+        resent_from=resent_from,
+        created_at=now,
+    )
+    with transaction.atomic():
+        email.save(force_insert=True)
+        _publish_when_due(email, now)
+    return email
+
+
+def _publish_when_due(email: Email, now: datetime) -> None:
+    """Enqueue after commit (a worker must find the row). Far-off emails are left to the sweep."""
+    delay = (email.next_attempt_at - now).total_seconds()
+    if delay <= settings.MAIL_SWEEP_INTERVAL:
+        transaction.on_commit(lambda: queue.publish([email.id], countdown=delay))
+
+
+def email_resend(*, email: Email) -> Email:
+    """A new email with the same content as `email`, whose resent_from is `email`."""
+    return email_create(
+        api_key=email.api_key,
+        from_email=email.from_email,
+        to=email.to,
+        cc=email.cc,
+        bcc=email.bcc,
+        reply_to=email.reply_to,
+        subject=email.subject,
+        text=email.text,
+        html=email.html,
+        headers=email.headers,
+        tags=email.tags,
+        metadata=email.metadata,
+        resent_from=email,
+    )
+
+
+def emails_retry_now(*, ids: list[UUID]) -> int:
+    """FAILED emails get a fresh set of attempts, starting now. Returns how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        retried = list(
+            Email.objects.filter(id__in=ids, status=Status.FAILED)
+            .select_for_update()
+            .values_list("id", flat=True)
+        )
+        Email.objects.filter(id__in=retried).update(
+            status=Status.PENDING, attempts=0, next_attempt_at=now, last_error="", updated_at=now
+        )
+        transaction.on_commit(lambda: queue.publish(retried))
+    return len(retried)
+
+
+# --- sending -----------------------------------------------------------------------------
+
+
+def email_send(email_id: UUID | str) -> None:
+    """One attempt: claim the row, send through a provider, record the outcome.
+
+    Safe to call twice for the same id: only one caller wins the claim.
+    """
+    email = _claim(email_id)
+    if email is None:
+        return  # another worker has it, or it is not due, or it is final
+    provider = choose_provider()
+    try:
+        message_id = provider.send(build_message(email))
+    except ProviderError as error:
+        _record_failure(email, provider.name, error)
+    else:
+        _record_sent(email, provider.name, message_id)
+
+
+def _claim(email_id: UUID | str) -> Email | None:
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.MAIL_LEASE_SECONDS)
+    # One statement: the conditional update is the lock, RETURNING saves a second query.
+    claimed = list(
+        Email.objects.raw(
+            f"""UPDATE {Email._meta.db_table}
+                   SET status = %s, attempts = attempts + 1, lease_until = %s, updated_at = %s
+                 WHERE id = %s AND status = %s AND next_attempt_at <= %s
+             RETURNING *""",  # noqa: S608 - the table name is ours, the values are parameters
+            [Status.PROCESSING, lease, now, str(email_id), Status.PENDING, now + DUE_TOLERANCE],
+        )
+    )
+    return claimed[0] if claimed else None
+
+
+def build_message(email: Email) -> EmailMultiAlternatives:
+    domain = parseaddr(email.from_email)[1].rpartition("@")[2]
+    headers = {
+        # The same Message-ID on every attempt lets receivers drop a duplicate delivery.
+        "Message-ID": f"<{email.id}@{domain}>",
+        **email.headers,
+        ID_HEADER: str(email.id),
+    }
+    message = EmailMultiAlternatives(
+        subject=email.subject,
+        body=email.text or email.html,
+        from_email=email.from_email,
+        to=email.to,
+        cc=email.cc,
+        bcc=email.bcc,
+        reply_to=email.reply_to,
+        headers=headers,
+    )
+    if email.text and email.html:
+        message.attach_alternative(email.html, "text/html")
+    elif email.html:
+        message.content_subtype = "html"
+    return message
+
+
+def _finish(email: Email, *, event: EmailEvent, **fields: Any) -> bool:
+    """Writes the attempt's outcome if this worker's claim still holds; False when it was taken back."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Email.objects.filter(id=email.id, status=Status.PROCESSING, lease_until=email.lease_until).update(
+            lease_until=None, updated_at=now, **fields
+        )
+        if updated:
+            event.email_id = email.id
+            event.at = now
+            event.save()
+    if not updated:
+        log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
+    return bool(updated)
+
+
+def _record_sent(email: Email, provider: str, message_id: str) -> None:
+    now = timezone.now()
+    _finish(
+        email,
+        status=Status.SENT,
+        provider=provider,
+        provider_message_id=message_id,
+        sent_at=now,
+        last_error="",
+        event=EmailEvent(type=EmailEvent.Type.SENT, provider=provider, detail=message_id),
+    )
+    log.info("email %s sent via %s (attempt %d)", email.id, provider, email.attempts)
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next attempt: doubling from MAIL_RETRY_BACKOFF, with jitter, capped."""
+    delay = settings.MAIL_RETRY_BACKOFF * 2 ** (attempts - 1) * random.uniform(0.8, 1.2)  # noqa: S311
+    return min(delay, settings.MAIL_RETRY_BACKOFF_MAX)
+
+
+def _record_failure(email: Email, provider: str, error: ProviderError) -> None:
+    if error.permanent or not email.can_retry():
+        reason = error.reason if error.permanent else f"{error.reason} (gave up after {email.attempts} attempts)"
+        _finish(
+            email,
+            status=Status.FAILED,
+            provider=provider,
+            last_error=reason,
+            event=EmailEvent(type=EmailEvent.Type.FAILED, provider=provider, detail=reason),
+        )
+        log.warning("email %s failed via %s (%s, attempt %d)", email.id, provider, error.kind, email.attempts)
+        return
+    delay = retry_delay(email.attempts)
+    retried = _finish(
+        email,
+        status=Status.PENDING,
+        provider=provider,
+        last_error=error.reason,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        event=EmailEvent(type=EmailEvent.Type.RETRY, provider=provider, detail=error.reason),
+    )
+    if retried:
+        queue.publish([email.id], countdown=delay)
+    log.info("email %s deferred via %s (%s, attempt %d), retry in %.1fs", email.id, provider, error.kind,
+             email.attempts, delay)
+
+
+# --- recovery ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    recovered: int  # PROCESSING rows whose worker was lost, queued again
+    failed: int  # the same, with no attempts left
+    requeued: int  # PENDING rows that were due but apparently not in the queue
+
+
+def emails_sweep_stranded(*, now: datetime | None = None) -> SweepResult:
+    """Re-enqueues what the queue lost: expired leases, and due PENDING rows nobody picked up."""
+    now = now or timezone.now()
+    recovered, failed = _recover_expired_leases(now)
+    requeued = _requeue_stranded_pending(now)
+    if recovered or failed or requeued:
+        log.info("sweep: %d recovered, %d failed, %d requeued", len(recovered), failed, len(requeued))
+    return SweepResult(recovered=len(recovered), failed=failed, requeued=len(requeued))
+
+
+def _recover_expired_leases(now: datetime) -> tuple[list[UUID], int]:
+    table = Email._meta.db_table
+    max_attempts = settings.MAIL_MAX_ATTEMPTS
+    reason = "the worker was lost during the attempt"
+    with transaction.atomic():
+        rows = list(
+            Email.objects.raw(
+                f"""UPDATE {table}
+                       SET status = CASE WHEN attempts >= %s THEN %s ELSE %s END,
+                           last_error = CASE WHEN attempts >= %s THEN %s ELSE last_error END,
+                           lease_until = NULL, next_attempt_at = %s, updated_at = %s
+                     WHERE status = %s AND lease_until < %s
+                 RETURNING id, status""",  # noqa: S608 - the table name is ours, the values are parameters
+                [max_attempts, Status.FAILED, Status.PENDING, max_attempts,
+                 f"{reason} (gave up after {max_attempts} attempts)", now, now, Status.PROCESSING, now],
+            )
+        )
+        EmailEvent.objects.bulk_create(
+            EmailEvent(
+                email_id=row.id,
+                type=EmailEvent.Type.FAILED if row.status == Status.FAILED else EmailEvent.Type.RECOVERED,
+                at=now,
+                detail=reason,
+            )
+            for row in rows
+        )
+    recovered = [row.id for row in rows if row.status == Status.PENDING]
+    queue.publish(recovered)
+    return recovered, len(rows) - len(recovered)
+
+
+def _requeue_stranded_pending(now: datetime) -> list[UUID]:
+    try:
+        if queue.queue_depth() > SWEEP_BATCH:
+            return []  # workers have plenty queued; rows waiting behind them are not lost
+    except Exception as exc:
+        log.warning("sweep: broker unreachable (%s); stranded emails wait for the next sweep", type(exc).__name__)
+        return []
+    # Due for longer than one sweep interval: its publish was lost (or the queue is slow;
+    # a duplicate task is harmless, the claim makes it a no-op). Moving next_attempt_at to
+    # now keeps the same row from being requeued again by the next sweep.
+    stranded = Email.objects.filter(
+        status=Status.PENDING, next_attempt_at__lte=now - timedelta(seconds=settings.MAIL_SWEEP_INTERVAL)
+    ).order_by("next_attempt_at")
+    ids = list(stranded.values_list("id", flat=True)[:SWEEP_BATCH])
+    if ids:
+        Email.objects.filter(id__in=ids, status=Status.PENDING).update(next_attempt_at=now)
+        queue.publish(ids)
+    return ids

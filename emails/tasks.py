@@ -1,0 +1,20 @@
+from celery import shared_task
+from celery.signals import worker_process_shutdown
+
+from emails import services
+from providers.selection import close_all
+
+
+@shared_task
+def send_email(email_id: str) -> None:
+    services.email_send(email_id)
+
+
+@shared_task
+def sweep_stranded() -> None:
+    services.emails_sweep_stranded()
+
+
+@worker_process_shutdown.connect
+def close_provider_connections(**kwargs) -> None:
+    close_all()  # say QUIT to SMTP servers instead of dropping the connection

@@ -1,0 +1,189 @@
+"""Settings, read from the environment (see the configuration table in README.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_secret(name: str, default: str) -> str:
+    """A secret may be given directly or, for Docker/Kubernetes secrets, as a file in `<NAME>_FILE`."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def env_number(name: str, default: float, *, minimum: float = 0) -> float:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value!r}")
+    return number
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    number = env_number(name, default, minimum=minimum)
+    if number != int(number):
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {os.environ[name]!r}")
+    return int(number)
+
+
+def env_json(name: str, default: object) -> object:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+
+
+DEBUG = env_bool("DEBUG", False)
+# Development default; any real deployment sets SECRET_KEY (or SECRET_KEY_FILE).
+SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-secret-key")
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "anymail",
+    "providers",
+    "emails",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mailservice.urls"
+WSGI_APPLICATION = "mailservice.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailservice"),
+        conn_max_age=60,
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["emails.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["emails.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- mail pipeline ---------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+MAIL_OUTBOX_DIR = BASE_DIR / "var" / "outbox"
+MAIL_PROVIDERS = env_json(
+    "MAIL_PROVIDERS",
+    [{"name": "outbox", "backend": "file", "options": {"file_path": str(MAIL_OUTBOX_DIR)}}],
+)
+MAIL_MAX_ATTEMPTS = env_int("MAIL_MAX_ATTEMPTS", 5, minimum=1)
+MAIL_RETRY_BACKOFF = env_number("MAIL_RETRY_BACKOFF", 10)
+MAIL_RETRY_BACKOFF_MAX = 3600
+MAIL_LEASE_SECONDS = env_number("MAIL_LEASE_SECONDS", 300, minimum=1)
+MAIL_SWEEP_INTERVAL = env_number("MAIL_SWEEP_INTERVAL", 60, minimum=0.1)
+# Contract limits: recipients per email, bytes per email (bodies and attachments).
+MAIL_MAX_RECIPIENTS = 50
+MAIL_MAX_EMAIL_BYTES = 10 * 1024 * 1024
+# A request may be larger than the email it carries (JSON escaping, base64 attachments).
+MAIL_MAX_REQUEST_BYTES = MAIL_MAX_EMAIL_BYTES * 3 // 2
+
+# --- Celery (Redis is the broker; the database is the record) -------------
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Above the longest retry countdown (1 h), so that a delayed task is not delivered twice.
+    "visibility_timeout": 2 * MAIL_RETRY_BACKOFF_MAX,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+# A failed publish must not hold an API request for long: the sweep publishes it later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stranded-emails": {"task": "emails.tasks.sweep_stranded", "schedule": MAIL_SWEEP_INTERVAL},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,63 @@
+"""A provider: one configured Django email backend, its connection kept open across sends."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.mail import get_connection
+from django.core.mail.message import EmailMessage
+
+from providers.errors import ProviderError, classify
+from providers.registry import ProviderConfig
+
+# Reopen a connection idle for longer than this: SMTP servers drop idle clients (often after 60 s),
+# and a send on a dropped connection would fail the attempt.
+IDLE_RECONNECT_SECONDS = 30
+
+
+class Provider:
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._backend = None
+        self._last_used = 0.0
+
+    def send(self, message: EmailMessage) -> str:
+        """Sends one message; returns the provider's message id; raises ProviderError."""
+        try:
+            backend = self._connection()
+            sent = backend.send_messages([message])
+        except Exception as exc:
+            self.close()  # the connection's state is unknown: start afresh next time
+            raise classify(exc) from exc
+        self._last_used = time.monotonic()
+        if not sent:
+            self.close()
+            raise ProviderError("the provider accepted no message", permanent=False)
+        return _message_id(message)
+
+    def close(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception:  # noqa: S110 - closing a broken connection may fail; it is discarded either way
+                pass
+
+    def _connection(self):
+        if self._backend is not None and time.monotonic() - self._last_used > IDLE_RECONNECT_SECONDS:
+            self.close()
+        if self._backend is None:
+            backend = get_connection(self.config.backend, fail_silently=False, **self.config.options)
+            backend.open()
+            self._backend = backend
+        return self._backend
+
+
+def _message_id(message: EmailMessage) -> str:
+    status = getattr(message, "anymail_status", None)  # set by anymail's backends
+    if status is not None and status.message_id:
+        # anymail gives a set when the ESP returned one id per recipient.
+        ids = status.message_id if isinstance(status.message_id, set) else {status.message_id}
+        return ",".join(sorted(str(i) for i in ids))
+    return message.extra_headers.get("Message-ID", "")

@@ -1,0 +1,111 @@
+"""Parse MAIL_PROVIDERS into ProviderConfigs, failing loud with the provider's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+# Short names for Django's and django-anymail's email backends.
+BACKENDS = {
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "file": "providers.outbox.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "locmem": "django.core.mail.backends.locmem.EmailBackend",
+    "ses": "anymail.backends.amazon_ses.EmailBackend",
+    "amazon_ses": "anymail.backends.amazon_ses.EmailBackend",
+    "brevo": "anymail.backends.brevo.EmailBackend",
+    "mailersend": "anymail.backends.mailersend.EmailBackend",
+    "mailgun": "anymail.backends.mailgun.EmailBackend",
+    "mailjet": "anymail.backends.mailjet.EmailBackend",
+    "mandrill": "anymail.backends.mandrill.EmailBackend",
+    "postal": "anymail.backends.postal.EmailBackend",
+    "postmark": "anymail.backends.postmark.EmailBackend",
+    "resend": "anymail.backends.resend.EmailBackend",
+    "sendgrid": "anymail.backends.sendgrid.EmailBackend",
+    "sparkpost": "anymail.backends.sparkpost.EmailBackend",
+    "unisender_go": "anymail.backends.unisender_go.EmailBackend",
+}
+
+KNOWN_KEYS = {"name", "backend", "options", "rate_limit", "priority", "weight"}
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    backend: str  # dotted path of a Django email backend
+    options: dict[str, Any] = field(default_factory=dict)
+    rate_limit: float | None = None  # emails per second across all workers
+    priority: int = 1
+    weight: float = 1
+
+    def __repr__(self) -> str:
+        # Options hold credentials: keep them out of every repr, log and traceback.
+        return f"ProviderConfig(name={self.name!r}, backend={self.backend!r})"
+
+
+def _number(entry: dict, key: str, label: str, default: float | None, *, integer: bool = False) -> Any:
+    value = entry.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        kind = "a whole number" if integer else "a number"
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: {key} must be {kind}, not {value!r}")
+    if key != "priority" and value <= 0:
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: {key} must be above 0, not {value!r}")
+    return value
+
+
+def parse_provider(entry: object, index: int) -> ProviderConfig:
+    if not isinstance(entry, dict):
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider #{index + 1} must be a JSON object")
+    name = entry.get("name")
+    label = repr(name) if isinstance(name, str) and name else f"#{index + 1}"
+    if not isinstance(name, str) or not name:
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: 'name' is required")
+    unknown = set(entry) - KNOWN_KEYS
+    if unknown:
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: unknown keys {sorted(unknown)}")
+    backend = entry.get("backend")
+    if not isinstance(backend, str) or not backend:
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: 'backend' is required")
+    path = BACKENDS.get(backend, backend)
+    if "." not in path:
+        raise ImproperlyConfigured(
+            f"MAIL_PROVIDERS: provider {label}: unknown backend {backend!r} "
+            f"(one of {', '.join(sorted(BACKENDS))}, or a dotted path)"
+        )
+    try:
+        backend_class = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: cannot import backend {path!r}: {exc}") from None
+    options = entry.get("options", {})
+    if not isinstance(options, dict):
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: 'options' must be a JSON object")
+    try:
+        # Building the backend opens no connection, but it checks the options (anymail: a missing api_key).
+        backend_class(fail_silently=False, **options)
+    except (ImproperlyConfigured, TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: bad options: {exc}") from None
+    return ProviderConfig(
+        name=name,
+        backend=path,
+        options=options,
+        rate_limit=_number(entry, "rate_limit", label, None),
+        priority=_number(entry, "priority", label, 1, integer=True),
+        weight=_number(entry, "weight", label, 1),
+    )
+
+
+def parse_providers(config: object) -> list[ProviderConfig]:
+    """Returns the providers, lowest priority first; raises ImproperlyConfigured naming the bad provider."""
+    if not isinstance(config, list) or not config:
+        raise ImproperlyConfigured("MAIL_PROVIDERS must be a non-empty JSON list of providers")
+    providers = [parse_provider(entry, index) for index, entry in enumerate(config)]
+    names = [p.name for p in providers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider names must be unique: {duplicates}")
+    return sorted(providers, key=lambda p: p.priority)
