@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from providers.base import Provider
 from providers.registry import parse_providers
@@ -23,3 +25,11 @@ def choose_provider() -> Provider:
 def close_all() -> None:
     for provider in all_providers():
         provider.close()
+
+
+@receiver(setting_changed)
+def _forget_providers(setting: str, **kwargs) -> None:
+    """override_settings(MAIL_PROVIDERS=...) in tests must take effect."""
+    if setting == "MAIL_PROVIDERS":
+        close_all()
+        all_providers.cache_clear()

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from emails.services import api_key_create
+from mailservice.redis import get_redis
+from tests.processes import Process, start_beat, start_web, start_worker
+from tests.sink import SmtpSink
+
+
+def email_payload(**overrides) -> dict:
+    payload = {
+        "from": "Shop <shop@example.com>",
+        "to": ["alice@example.org"],
+        "subject": "Your order",
+        "text": "Thank you for your order.",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def _api_client(name: str) -> APIClient:
+    api_key, key = api_key_create(name=name)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    client.api_key = api_key
+    return client
+
+
+@pytest.fixture
+def alice(db) -> APIClient:
+    return _api_client("alice")
+
+
+@pytest.fixture
+def bob(db) -> APIClient:
+    return _api_client("bob")
+
+
+@pytest.fixture
+def sink():
+    server = SmtpSink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sending_to_sink(settings, sink) -> SmtpSink:
+    """Emails sent in this process go to the sink."""
+    settings.MAIL_PROVIDERS = [sink.provider()]
+    return sink
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_test_queue():
+    get_redis().flushdb()  # tasks left by an earlier run would point at emails that are gone
+    yield
+    get_redis().flushdb()
+
+
+class Services:
+    """Starts real processes (worker, beat, gunicorn) against the test database; stops them all at the end."""
+
+    def __init__(self, env: dict[str, str], log_dir) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[Process] = []
+
+    def worker(self, **env: str) -> Process:
+        return self._track(start_worker({**self.env, **env}, self.log_dir))
+
+    def beat(self, **env: str) -> Process:
+        return self._track(start_beat({**self.env, **env}, self.log_dir))
+
+    def web(self, **env: str) -> str:
+        process, url = start_web({**self.env, **env}, self.log_dir)
+        self._track(process)
+        return url
+
+    def _track(self, process: Process) -> Process:
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+@pytest.fixture
+def services(transactional_db, tmp_path):
+    """Processes see only committed rows: tests using them run with transaction=True (this fixture's db)."""
+    db = connection.settings_dict
+    get_redis().flushdb()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "mailservice.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "MAIL_PROVIDERS": json.dumps(settings.MAIL_PROVIDERS),
+        "PYTHONUNBUFFERED": "1",
+    }
+    running = Services(env, tmp_path)
+    yield running
+    running.stop_all()
