@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -12,6 +13,9 @@ from email import message_from_bytes
 from email.message import Message
 
 from aiosmtpd.controller import Controller
+
+# The sink is test equipment: its session log (addresses included) is noise in a failure report.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def free_port() -> int:
