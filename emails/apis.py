@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from emails import selectors
 from emails.fields import AddressField, AddressListField, HeadersField, StrictCharField
 from emails.models import Email
-from emails.parsers import PayloadTooLarge
+from emails.exceptions import PayloadTooLarge
 from emails.services import email_create
 
 

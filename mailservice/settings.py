@@ -133,7 +133,8 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["emails.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["emails.parsers.LimitedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "emails.exceptions.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
 }
@@ -155,6 +156,7 @@ MAIL_MAX_RECIPIENTS = 50
 MAIL_MAX_EMAIL_BYTES = 10 * 1024 * 1024
 # A request may be larger than the email it carries (JSON escaping, base64 attachments).
 MAIL_MAX_REQUEST_BYTES = MAIL_MAX_EMAIL_BYTES * 3 // 2
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAIL_MAX_REQUEST_BYTES
 
 # --- Celery (Redis is the broker; the database is the record) -------------
 CELERY_BROKER_URL = REDIS_URL

@@ -39,12 +39,14 @@ class SinkHandler:
         self.received: list[Received] = []
         self.replies: deque[str] = deque()  # scripted replies to DATA, then 250
         self.latency = 0.0
+        self.peers: set[tuple] = set()  # one (host, port) per client connection
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope) -> str:
         if self.latency:
             await asyncio.sleep(self.latency)
         with self.lock:
+            self.peers.add(session.peer)
             reply = self.replies.popleft() if self.replies else "250 2.0.0 OK"
             if reply.startswith("250"):
                 message = message_from_bytes(envelope.content)
@@ -78,6 +80,12 @@ class SmtpSink:
     def received(self) -> list[Received]:
         with self.handler.lock:
             return list(self.handler.received)
+
+    @property
+    def connections(self) -> int:
+        """How many client connections carried messages."""
+        with self.handler.lock:
+            return len(self.handler.peers)
 
     def script(self, *replies: str) -> None:
         """The next DATA commands get these replies, in order; then 250."""
