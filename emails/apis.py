@@ -6,9 +6,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from emails import selectors
+from emails.exceptions import PayloadTooLarge
 from emails.fields import AddressField, AddressListField, HeadersField, StrictCharField
 from emails.models import Email
-from emails.exceptions import PayloadTooLarge
 from emails.services import email_create
 
 

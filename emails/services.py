@@ -123,9 +123,7 @@ def emails_retry_now(*, ids: list[UUID]) -> int:
     now = timezone.now()
     with transaction.atomic():
         retried = list(
-            Email.objects.filter(id__in=ids, status=Status.FAILED)
-            .select_for_update()
-            .values_list("id", flat=True)
+            Email.objects.filter(id__in=ids, status=Status.FAILED).select_for_update().values_list("id", flat=True)
         )
         Email.objects.filter(id__in=retried).update(
             status=Status.PENDING, attempts=0, next_attempt_at=now, last_error="", updated_at=now
@@ -254,8 +252,14 @@ def _record_failure(email: Email, provider: str, error: ProviderError) -> None:
     )
     if retried:
         queue.publish([email.id], countdown=delay)
-    log.info("email %s deferred via %s (%s, attempt %d), retry in %.1fs", email.id, provider, error.kind,
-             email.attempts, delay)
+    log.info(
+        "email %s deferred via %s (%s, attempt %d), retry in %.1fs",
+        email.id,
+        provider,
+        error.kind,
+        email.attempts,
+        delay,
+    )
 
 
 # --- recovery ----------------------------------------------------------------------------
@@ -291,8 +295,17 @@ def _recover_expired_leases(now: datetime) -> tuple[list[UUID], int]:
                            lease_until = NULL, next_attempt_at = %s, updated_at = %s
                      WHERE status = %s AND lease_until < %s
                  RETURNING id, status""",  # noqa: S608 - the table name is ours, the values are parameters
-                [max_attempts, Status.FAILED, Status.PENDING, max_attempts,
-                 f"{reason} (gave up after {max_attempts} attempts)", now, now, Status.PROCESSING, now],
+                [
+                    max_attempts,
+                    Status.FAILED,
+                    Status.PENDING,
+                    max_attempts,
+                    f"{reason} (gave up after {max_attempts} attempts)",
+                    now,
+                    now,
+                    Status.PROCESSING,
+                    now,
+                ],
             )
         )
         EmailEvent.objects.bulk_create(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from django.core.mail import get_connection
@@ -39,10 +40,9 @@ class Provider:
     def close(self) -> None:
         backend, self._backend = self._backend, None
         if backend is not None:
-            try:
+            # Closing a broken connection may fail too; it is discarded either way.
+            with contextlib.suppress(Exception):
                 backend.close()
-            except Exception:  # noqa: S110 - closing a broken connection may fail; it is discarded either way
-                pass
 
     def _connection(self):
         if self._backend is not None and time.monotonic() - self._last_used > IDLE_RECONNECT_SECONDS:

@@ -39,9 +39,7 @@ def classify(exc: BaseException) -> ProviderError:
         # All recipients deferred (4xx) is a temporary refusal; any 5xx is final.
         permanent = any(code >= 500 for code, _ in replies)
         code, message = max(replies, key=lambda reply: reply[0]) if replies else (None, b"")
-        return ProviderError(
-            f"recipients refused: {_smtp_reply(code or 0, message)}", permanent=permanent, code=code
-        )
+        return ProviderError(f"recipients refused: {_smtp_reply(code or 0, message)}", permanent=permanent, code=code)
     if isinstance(exc, smtplib.SMTPResponseException):
         # SMTPDataError, SMTPSenderRefused, SMTPAuthenticationError, ...: 4xx try again, 5xx do not,
         # except authentication, which is the provider's configuration, not this email's fault.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -11,10 +9,13 @@ from django.dispatch import receiver
 from providers.base import Provider
 from providers.registry import parse_providers
 
+_providers: list[Provider] = []  # this process's providers, built on first use
 
-@cache
+
 def all_providers() -> list[Provider]:
-    return [Provider(config) for config in parse_providers(settings.MAIL_PROVIDERS)]
+    if not _providers:
+        _providers.extend(Provider(config) for config in parse_providers(settings.MAIL_PROVIDERS))
+    return _providers
 
 
 def choose_provider() -> Provider:
@@ -23,7 +24,7 @@ def choose_provider() -> Provider:
 
 
 def close_all() -> None:
-    for provider in all_providers():
+    for provider in _providers:
         provider.close()
 
 
@@ -32,4 +33,4 @@ def _forget_providers(setting: str, **kwargs) -> None:
     """override_settings(MAIL_PROVIDERS=...) in tests must take effect."""
     if setting == "MAIL_PROVIDERS":
         close_all()
-        all_providers.cache_clear()
+        _providers.clear()

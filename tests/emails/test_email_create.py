@@ -114,7 +114,11 @@ def test_it_accepts_an_email_and_answers_with_its_location(alice):
     assert body["status"] == "PENDING"
     assert body["from"] == "Shop <shop@example.com>"
     assert body["to"] == ["Alice Liddell <Alice@Example.org>"]
-    assert (body["tags"], body["metadata"], body["headers"]) == (["order"], {"order_id": "1234"}, {"X-Campaign": "spring"})
+    assert (body["tags"], body["metadata"], body["headers"]) == (
+        ["order"],
+        {"order_id": "1234"},
+        {"X-Campaign": "spring"},
+    )
     email = Email.objects.get(id=body["id"])
     assert email.recipients == ["alice@example.org", "carol@example.org"]
     assert email.api_key == alice.api_key

@@ -1,0 +1,40 @@
+"""Logs name emails by id: never their subject, body or addresses, even when a provider quotes them."""
+
+import logging
+
+import pytest
+
+from emails.models import Email
+from emails.services import email_send
+from tests.conftest import email_payload
+
+pytestmark = pytest.mark.django_db
+
+SECRETS = ("Quarterly invoice 4471", "Dear Alice, your balance", "alice@example.org", "billing@example.com")
+
+
+def test_a_full_send_logs_no_content_or_address(alice, sending_to_sink, caplog):
+    caplog.set_level(logging.DEBUG)
+    sending_to_sink.script("451 4.2.0 <alice@example.org> mailbox busy", "550 5.1.1 <alice@example.org> unknown")
+    payload = email_payload(
+        **{"from": "Billing <billing@example.com>", "to": ["Alice <alice@example.org>"]},
+        subject="Quarterly invoice 4471",
+        text="Dear Alice, your balance is due.",
+        html="<p>Dear Alice, your balance is due.</p>",
+    )
+    sent_id = alice.post("/api/v1/emails", payload, format="json").json()["id"]
+    failing_id = alice.post("/api/v1/emails", payload, format="json").json()["id"]
+    bad = alice.post("/api/v1/emails", {**payload, "cc": ["not-an-address"]}, format="json")
+    assert bad.status_code == 400
+
+    email_send(failing_id)  # 451: retry
+    Email.objects.filter(id=failing_id).update(next_attempt_at=Email.objects.get(id=failing_id).created_at)
+    email_send(failing_id)  # 550: failed, the reply quoting the address
+    email_send(sent_id)
+
+    assert Email.objects.get(id=sent_id).status == Email.Status.SENT
+    assert "alice@example.org" in Email.objects.get(id=failing_id).last_error  # stored for the operator...
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert sent_id in logged and failing_id in logged
+    for secret in SECRETS:
+        assert secret not in logged  # ...but never logged
