@@ -16,6 +16,7 @@ run: $(STAMP)
 	mkdir -p var/outbox
 	$(BIN)/python manage.py ensure_database
 	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
 	@echo
 	@echo "mailservice is starting on http://$${BIND:-127.0.0.1:8000}"
 	@echo "Create an API key in another shell:  $(BIN)/python manage.py create_api_key my-app"

@@ -37,7 +37,7 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_number(name: str, default: float, *, minimum: float = 0) -> float:
     value = os.environ.get(name)
-    if value is None:
+    if not value:
         return default
     try:
         number = float(value)
@@ -57,7 +57,7 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
 
 def env_json(name: str, default: object) -> object:
     value = os.environ.get(name)
-    if value is None:
+    if not value:
         return default
     try:
         return json.loads(value)
@@ -86,6 +86,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -129,6 +130,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["emails.authentication.ApiKeyAuthentication"],

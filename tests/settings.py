@@ -10,3 +10,7 @@ os.environ.setdefault("MAIL_PROVIDERS", '[{"name": "memory", "backend": "locmem"
 from mailservice.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# No collectstatic before tests: serve static files from the apps, no manifest.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
