@@ -95,6 +95,10 @@ class Email(models.Model):
             models.Index(fields=["-created_at"], name="email_created"),
             models.Index(fields=["status", "-created_at"], name="email_status_created"),
             GinIndex(fields=["recipients"], name="email_recipients"),
+            # Delivery webhooks find their email by the provider's message id.
+            models.Index(
+                fields=["provider_message_id"], name="email_provider_message_id", condition=~Q(provider_message_id="")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -112,10 +116,22 @@ class EmailEvent(models.Model):
     """What happened to an email: each attempt's outcome, and later the provider's delivery events."""
 
     class Type(models.TextChoices):
+        # Ours, one per attempt at a provider
         SENT = "sent"
-        RETRY = "retry"  # a transient failure; another attempt follows
+        RETRY = "retry"  # a transient failure; another attempt follows (at once at another provider, or later)
         FAILED = "failed"
         RECOVERED = "recovered"  # a worker's lease passed; the email was queued again
+        SUPPRESSED = "suppressed"  # recipients left out: they bounced or complained before
+        # The provider's, from its tracking webhook (anymail's normalised event types)
+        DELIVERED = "delivered"
+        BOUNCED = "bounced"
+        DEFERRED = "deferred"
+        COMPLAINED = "complained"
+        REJECTED = "rejected"
+        OPENED = "opened"
+        CLICKED = "clicked"
+        UNSUBSCRIBED = "unsubscribed"
+        OTHER = "other"
 
     email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="events")
     type = models.CharField(max_length=20, choices=Type.choices)
@@ -129,3 +145,21 @@ class EmailEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Suppression(models.Model):
+    """An address we no longer send to: it bounced hard, or its owner complained."""
+
+    class Reason(models.TextChoices):
+        BOUNCED = "bounced"
+        COMPLAINED = "complained"
+        MANUAL = "manual"
+
+    address = models.CharField(max_length=320, unique=True, help_text="Bare and lower-cased.")
+    reason = models.CharField(max_length=20, choices=Reason.choices, default=Reason.MANUAL)
+    detail = models.TextField(blank=True)
+    email = models.ForeignKey(Email, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.address

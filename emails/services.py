@@ -13,13 +13,13 @@ from uuid import UUID
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from emails import queue
-from emails.models import ApiKey, Email, EmailEvent
-from providers.errors import ProviderError
+from emails.models import ApiKey, Email, EmailEvent, Suppression
+from providers import failover
 from providers.outbox import ID_HEADER
-from providers.selection import choose_provider
 
 log = logging.getLogger(__name__)
 
@@ -136,20 +136,32 @@ def emails_retry_now(*, ids: list[UUID]) -> int:
 
 
 def email_send(email_id: UUID | str) -> None:
-    """One attempt: claim the row, send through a provider, record the outcome.
+    """One attempt: claim the row, send through the providers (failing over), record the outcome.
 
     Safe to call twice for the same id: only one caller wins the claim.
     """
     email = _claim(email_id)
     if email is None:
         return  # another worker has it, or it is not due, or it is final
-    provider = choose_provider()
-    try:
-        message_id = provider.send(build_message(email))
-    except ProviderError as error:
-        _record_failure(email, provider.name, error)
+    suppressed = set(Suppression.objects.filter(address__in=email.recipients).values_list("address", flat=True))
+    if suppressed and suppressed >= set(email.recipients):
+        _finish(email, [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(suppressed))],
+                status=Status.FAILED, last_error="suppressed")  # fmt: skip
+        log.info("email %s not sent: every recipient is suppressed", email.id)
+        return
+    outcome = failover.send(build_message(email, leave_out=suppressed))
+    events = [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(suppressed))] if suppressed else []
+    events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
+    for failed in outcome.failed:
+        log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
+    if outcome.sent:
+        _record_sent(email, outcome, events)
+    elif outcome.permanent or (outcome.failed and not email.can_retry()):
+        _record_failed(email, outcome, events)
+    elif outcome.failed:
+        _record_retry(email, outcome, events)
     else:
-        _record_sent(email, provider.name, message_id)
+        _defer(email, outcome.defer_seconds or 0)
 
 
 def _claim(email_id: UUID | str) -> Email | None:
@@ -168,7 +180,14 @@ def _claim(email_id: UUID | str) -> Email | None:
     return claimed[0] if claimed else None
 
 
-def build_message(email: Email) -> EmailMultiAlternatives:
+def _listed(addresses: set[str]) -> str:
+    return ", ".join(sorted(addresses))
+
+
+def build_message(email: Email, *, leave_out: set[str] = frozenset()) -> EmailMultiAlternatives:
+    def keep(addresses: list[str]) -> list[str]:
+        return [a for a in addresses if parseaddr(a)[1].lower() not in leave_out]
+
     domain = parseaddr(email.from_email)[1].rpartition("@")[2]
     headers = {
         # The same Message-ID on every attempt lets receivers drop a duplicate delivery.
@@ -180,9 +199,9 @@ def build_message(email: Email) -> EmailMultiAlternatives:
         subject=email.subject,
         body=email.text or email.html,
         from_email=email.from_email,
-        to=email.to,
-        cc=email.cc,
-        bcc=email.bcc,
+        to=keep(email.to),
+        cc=keep(email.cc),
+        bcc=keep(email.bcc),
         reply_to=email.reply_to,
         headers=headers,
     )
@@ -193,7 +212,11 @@ def build_message(email: Email) -> EmailMultiAlternatives:
     return message
 
 
-def _finish(email: Email, *, event: EmailEvent, **fields: Any) -> bool:
+def _event(type: str, provider: str = "", detail: str = "") -> EmailEvent:
+    return EmailEvent(type=type, provider=provider, detail=detail)
+
+
+def _finish(email: Email, events: list[EmailEvent], **fields: Any) -> bool:
     """Writes the attempt's outcome if this worker's claim still holds; False when it was taken back."""
     now = timezone.now()
     with transaction.atomic():
@@ -201,26 +224,35 @@ def _finish(email: Email, *, event: EmailEvent, **fields: Any) -> bool:
             lease_until=None, updated_at=now, **fields
         )
         if updated:
-            event.email_id = email.id
-            event.at = now
-            event.save()
+            for event in events:
+                event.email_id, event.at = email.id, now
+            EmailEvent.objects.bulk_create(events)
     if not updated:
         log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
     return bool(updated)
 
 
-def _record_sent(email: Email, provider: str, message_id: str) -> None:
-    now = timezone.now()
+def _record_sent(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> None:
     _finish(
         email,
+        [*events, _event(EmailEvent.Type.SENT, outcome.provider, outcome.message_id)],
         status=Status.SENT,
-        provider=provider,
-        provider_message_id=message_id,
-        sent_at=now,
+        provider=outcome.provider,
+        provider_message_id=outcome.message_id,
+        sent_at=timezone.now(),
         last_error="",
-        event=EmailEvent(type=EmailEvent.Type.SENT, provider=provider, detail=message_id),
     )
-    log.info("email %s sent via %s (attempt %d)", email.id, provider, email.attempts)
+    log.info("email %s sent via %s (attempt %d)", email.id, outcome.provider, email.attempts)
+
+
+def _record_failed(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> None:
+    last = outcome.failed[-1]
+    reason = (
+        last.error.reason if last.error.permanent else f"{last.error.reason} (gave up after {email.attempts} attempts)"
+    )
+    events[-1] = _event(EmailEvent.Type.FAILED, last.provider, reason)
+    _finish(email, events, status=Status.FAILED, provider=last.provider, last_error=reason)
+    log.warning("email %s failed via %s (%s, attempt %d)", email.id, last.provider, last.error.kind, email.attempts)
 
 
 def retry_delay(attempts: int) -> float:
@@ -229,37 +261,70 @@ def retry_delay(attempts: int) -> float:
     return min(delay, settings.MAIL_RETRY_BACKOFF_MAX)
 
 
-def _record_failure(email: Email, provider: str, error: ProviderError) -> None:
-    if error.permanent or not email.can_retry():
-        reason = error.reason if error.permanent else f"{error.reason} (gave up after {email.attempts} attempts)"
-        _finish(
-            email,
-            status=Status.FAILED,
-            provider=provider,
-            last_error=reason,
-            event=EmailEvent(type=EmailEvent.Type.FAILED, provider=provider, detail=reason),
-        )
-        log.warning("email %s failed via %s (%s, attempt %d)", email.id, provider, error.kind, email.attempts)
-        return
+def _record_retry(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> None:
+    last = outcome.failed[-1]
     delay = retry_delay(email.attempts)
     retried = _finish(
         email,
+        events,
         status=Status.PENDING,
-        provider=provider,
-        last_error=error.reason,
+        provider=last.provider,
+        last_error=last.error.reason,
         next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        event=EmailEvent(type=EmailEvent.Type.RETRY, provider=provider, detail=error.reason),
     )
     if retried:
         queue.publish([email.id], countdown=delay)
-    log.info(
-        "email %s deferred via %s (%s, attempt %d), retry in %.1fs",
-        email.id,
-        provider,
-        error.kind,
-        email.attempts,
-        delay,
+    log.info("email %s will be retried in %.1fs (attempt %d)", email.id, delay, email.attempts)
+
+
+def _defer(email: Email, seconds: float) -> None:
+    """Nothing was tried (rate limit, every breaker open): back to PENDING, the attempt not counted."""
+    if _finish(
+        email,
+        [],
+        status=Status.PENDING,
+        attempts=F("attempts") - 1,
+        next_attempt_at=timezone.now() + timedelta(seconds=seconds),
+    ):
+        queue.publish([email.id], countdown=seconds)
+
+
+# --- delivery events and suppressions ----------------------------------------------------
+
+
+def suppression_add(*, address: str, reason: str, detail: str = "", email: Email | None = None) -> Suppression:
+    """Suppresses a bare address (idempotent: the first reason stays)."""
+    suppression, _ = Suppression.objects.get_or_create(
+        address=address.strip().lower(), defaults={"reason": reason, "detail": detail, "email": email}
     )
+    return suppression
+
+
+# Delivery events that mean the address must not get mail again.
+SUPPRESSING_EVENTS = {EmailEvent.Type.BOUNCED: Suppression.Reason.BOUNCED,
+                      EmailEvent.Type.COMPLAINED: Suppression.Reason.COMPLAINED}  # fmt: skip
+
+
+def email_record_delivery_event(
+    *, provider_message_id: str, event_type: str, recipient: str, at: datetime | None, detail: str
+) -> Email | None:
+    """Stores a provider's tracking event on its email; a hard bounce or complaint suppresses the recipient.
+
+    Returns the email, or None when no email has that message id (not ours, or deleted)."""
+    email = Email.objects.filter(provider_message_id=provider_message_id).only("id", "provider").first()
+    if email is None:
+        log.info("delivery event %s for an unknown message id; ignored", event_type)
+        return None
+    if event_type not in EmailEvent.Type.values:
+        event_type = EmailEvent.Type.OTHER
+    with transaction.atomic():
+        EmailEvent.objects.create(
+            email=email, type=event_type, provider=email.provider, detail=detail, at=at or timezone.now()
+        )
+        if event_type in SUPPRESSING_EVENTS and recipient:
+            suppression_add(address=recipient, reason=SUPPRESSING_EVENTS[event_type], detail=detail, email=email)
+    log.info("email %s: delivery event %s", email.id, event_type)
+    return email
 
 
 # --- recovery ----------------------------------------------------------------------------

@@ -156,6 +156,12 @@ MAIL_RETRY_BACKOFF = env_number("MAIL_RETRY_BACKOFF", 10)
 MAIL_RETRY_BACKOFF_MAX = 3600
 MAIL_LEASE_SECONDS = env_number("MAIL_LEASE_SECONDS", 300, minimum=1)
 MAIL_SWEEP_INTERVAL = env_number("MAIL_SWEEP_INTERVAL", 60, minimum=0.1)
+# Circuit breaker per provider: open after this many consecutive transient failures, for this long.
+MAIL_CIRCUIT_THRESHOLD = env_int("MAIL_CIRCUIT_THRESHOLD", 5, minimum=1)
+MAIL_CIRCUIT_COOLDOWN = env_number("MAIL_CIRCUIT_COOLDOWN", 30, minimum=0.1)
+MAIL_CIRCUIT_PROBE_SECONDS = 60  # a probe send that takes longer lets another probe go
+# A worker waits at most this long for a rate-limited provider's slot; beyond, the email waits PENDING.
+MAIL_RATE_MAX_WAIT = env_number("MAIL_RATE_MAX_WAIT", 5, minimum=0)
 # Contract limits: recipients per email, bytes per email (bodies and attachments).
 MAIL_MAX_RECIPIENTS = 50
 MAIL_MAX_EMAIL_BYTES = 10 * 1024 * 1024

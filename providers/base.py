@@ -22,6 +22,7 @@ class Provider:
         self.name = config.name
         self._backend = None
         self._last_used = 0.0
+        self.current_weight = 0.0  # smooth weighted round-robin state (selection.py)
 
     def send(self, message: EmailMessage) -> str:
         """Sends one message; returns the provider's message id; raises ProviderError."""

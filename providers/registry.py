@@ -29,7 +29,7 @@ BACKENDS = {
     "unisender_go": "anymail.backends.unisender_go.EmailBackend",
 }
 
-KNOWN_KEYS = {"name", "backend", "options", "rate_limit", "priority", "weight"}
+KNOWN_KEYS = {"name", "backend", "options", "rate_limit", "burst", "priority", "weight"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class ProviderConfig:
     backend: str  # dotted path of a Django email backend
     options: dict[str, Any] = field(default_factory=dict)
     rate_limit: float | None = None  # emails per second across all workers
+    burst: int = 1  # emails that may go at once after a quiet spell, beyond the steady rate
     priority: int = 1
     weight: float = 1
 
@@ -94,6 +95,7 @@ def parse_provider(entry: object, index: int) -> ProviderConfig:
         backend=path,
         options=options,
         rate_limit=_number(entry, "rate_limit", label, None),
+        burst=_number(entry, "burst", label, 1, integer=True),
         priority=_number(entry, "priority", label, 1, integer=True),
         weight=_number(entry, "weight", label, 1),
     )

@@ -1,15 +1,22 @@
-"""Which provider sends the next attempt. Providers live once per process, so connections are reused."""
+"""Which provider sends next: the lowest priority whose breaker lets it, equal priorities by weight.
+
+Providers live once per process, so their connections and round-robin state are reused.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import groupby
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from providers import circuit
 from providers.base import Provider
 from providers.registry import parse_providers
 
-_providers: list[Provider] = []  # this process's providers, built on first use
+_providers: list[Provider] = []  # this process's providers, lowest priority first, built on first use
 
 
 def all_providers() -> list[Provider]:
@@ -18,9 +25,30 @@ def all_providers() -> list[Provider]:
     return _providers
 
 
-def choose_provider() -> Provider:
-    """The provider for the next attempt: for now the first of MAIL_PROVIDERS by priority."""
-    return all_providers()[0]
+def _pick_by_weight(group: list[Provider]) -> Provider:
+    """Smooth weighted round-robin (as nginx does): exact ratios, evenly interleaved, no randomness."""
+    total = sum(p.config.weight for p in group)
+    for provider in group:
+        provider.current_weight += provider.config.weight
+    chosen = max(group, key=lambda p: p.current_weight)
+    chosen.current_weight -= total
+    return chosen
+
+
+def providers_in_order() -> Iterator[tuple[Provider, circuit.Permit]]:
+    """Yields the providers to try for one attempt, best first, each with its breaker's permit.
+
+    The breaker is asked only for the provider about to be tried, so a half-open breaker's
+    single probe is never claimed by a provider that is then not used.
+    """
+    for _, members in groupby(all_providers(), key=lambda p: p.config.priority):
+        group = list(members)
+        while group:
+            provider = _pick_by_weight(group) if len(group) > 1 else group[0]
+            group.remove(provider)
+            permit = circuit.allow(provider.name)
+            if permit.allowed:
+                yield provider, permit
 
 
 def close_all() -> None:

@@ -57,11 +57,11 @@ def sending_to_sink(settings, sink) -> SmtpSink:
     return sink
 
 
-@pytest.fixture(scope="session", autouse=True)
-def empty_test_queue():
-    get_redis().flushdb()  # tasks left by an earlier run would point at emails that are gone
-    yield
+@pytest.fixture(autouse=True)
+def empty_test_redis():
+    """Each test starts with no queued tasks, rate limits or circuit breakers left by another."""
     get_redis().flushdb()
+    yield
 
 
 class Services:
@@ -96,7 +96,6 @@ class Services:
 def services(transactional_db, tmp_path):
     """Processes see only committed rows: tests using them run with transaction=True (this fixture's db)."""
     db = connection.settings_dict
-    get_redis().flushdb()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "mailservice.settings",

@@ -1,0 +1,68 @@
+"""One attempt at sending a message: providers in order, within their rate limits, failing over
+on transient errors. Knows nothing of the database: it reports what happened."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.mail.message import EmailMessage
+
+from providers import circuit, ratelimit
+from providers.errors import ProviderError
+from providers.selection import providers_in_order
+
+
+@dataclass(frozen=True)
+class FailedTry:
+    provider: str
+    error: ProviderError
+
+
+@dataclass
+class Outcome:
+    provider: str = ""  # who accepted the message, if anyone did
+    message_id: str = ""
+    failed: list[FailedTry] = field(default_factory=list)  # failed tries, in order
+    # Nothing was tried (rate limit far off, every breaker open): try again after this many seconds.
+    defer_seconds: float | None = None
+
+    @property
+    def sent(self) -> bool:
+        return bool(self.provider)
+
+    @property
+    def permanent(self) -> bool:
+        return bool(self.failed) and self.failed[-1].error.permanent
+
+
+def send(message: EmailMessage) -> Outcome:
+    outcome = Outcome()
+    for provider, permit in providers_in_order():
+        if provider.config.rate_limit:
+            wait = ratelimit.reserve(
+                provider.name,
+                rate=provider.config.rate_limit,
+                burst=provider.config.burst,
+                max_wait=settings.MAIL_RATE_MAX_WAIT,
+            )
+            if wait is None:
+                # Its next slot is far off: hand the email back rather than hold a worker.
+                outcome.defer_seconds = settings.MAIL_RATE_MAX_WAIT
+                return outcome
+            time.sleep(wait)
+        try:
+            outcome.message_id = provider.send(message)
+        except ProviderError as error:
+            outcome.failed.append(FailedTry(provider.name, error))
+            if error.permanent:
+                return outcome  # the message itself is refused: another provider would refuse it too
+            circuit.record_failure(provider.name)
+            continue
+        circuit.record_success(provider.name, permit)
+        outcome.provider = provider.name
+        return outcome
+    if not outcome.failed:
+        outcome.defer_seconds = settings.MAIL_CIRCUIT_COOLDOWN  # every breaker is open
+    return outcome
