@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from emails import services
-from emails.models import ApiKey, Email, EmailEvent
+from emails.models import ApiKey, Email, EmailEvent, Suppression
 
 
 class EmailEventInline(admin.TabularInline):
@@ -82,3 +82,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    list_display = ["address", "reason", "created_at", "detail"]
+    list_filter = ["reason"]
+    search_fields = ["=address"]
+    fields = ["address", "reason", "detail", "email", "created_at"]
+    readonly_fields = ["email", "created_at"]
+    ordering = ["-created_at"]
+
+    def save_model(self, request, obj, form, change):
+        obj.address = obj.address.strip().lower()  # send-time checks compare bare, lower-cased addresses
+        super().save_model(request, obj, form, change)

@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from emails import selectors
 from emails.exceptions import PayloadTooLarge
-from emails.fields import AddressField, AddressListField, HeadersField, StrictCharField
+from emails.fields import AddressField, AddressListField, HeadersField, MetadataField, StrictCharField
 from emails.models import Email
 from emails.services import email_create
 
@@ -31,7 +31,7 @@ class EmailCreateApi(APIView):
         tags = serializers.ListField(
             child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20
         )
-        metadata = serializers.DictField(child=StrictCharField(max_length=1000, allow_blank=True), required=False)
+        metadata = MetadataField(required=False)
         send_at = serializers.DateTimeField(required=False, allow_null=True)
 
         def get_fields(self):
@@ -43,11 +43,6 @@ class EmailCreateApi(APIView):
                 if unknown:
                     raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
             return super().to_internal_value(data)
-
-        def validate_metadata(self, metadata):
-            if len(metadata) > 50:
-                raise serializers.ValidationError("At most 50 keys.")
-            return metadata
 
         def validate(self, attrs):
             if not attrs.get("text") and not attrs.get("html"):

@@ -18,9 +18,13 @@ RESERVED_HEADERS = {
 }  # fmt: skip
 
 
+# Anything Python's email package may take for a line break (not only CR and LF), and NUL.
+LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _refuse_line_breaks(value: str) -> None:
-    if "\r" in value or "\n" in value:
-        raise serializers.ValidationError("Must not contain CR or LF characters.")
+    if LINE_BREAKING.search(value):
+        raise serializers.ValidationError("Must not contain CR, LF or other control characters.")
 
 
 class StrictCharField(serializers.CharField):
@@ -37,6 +41,8 @@ class StrictCharField(serializers.CharField):
             self.fail("invalid")
         if self.single_line:
             _refuse_line_breaks(data)
+        elif "\x00" in data:
+            raise serializers.ValidationError("Must not contain NUL characters.")  # PostgreSQL cannot store them
         return super().to_internal_value(data)
 
 
@@ -91,3 +97,17 @@ class HeadersField(serializers.DictField):
             if name.lower() in RESERVED_HEADERS:
                 raise serializers.ValidationError(f"{name!r} cannot be set through headers; use its own field.")
         return headers
+
+
+class MetadataField(serializers.DictField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=StrictCharField(max_length=1000, allow_blank=True), **kwargs)
+
+    def to_internal_value(self, data):
+        metadata = super().to_internal_value(data)
+        if len(metadata) > 50:
+            raise serializers.ValidationError("At most 50 keys.")
+        for key in metadata:
+            if not key or len(key) > 100 or LINE_BREAKING.search(key):
+                raise serializers.ValidationError(f"{key[:100]!r} is not a valid key: 1 to 100 printable characters.")
+        return metadata

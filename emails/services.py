@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -12,13 +13,14 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from emails import queue
 from emails.models import ApiKey, Email, EmailEvent, Suppression
 from providers import failover
+from providers.errors import ProviderError
 from providers.outbox import ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 Status = Email.Status
 # How early a task may arrive before its row is due (clock skew between worker hosts).
 DUE_TOLERANCE = timedelta(seconds=1)
+# Recording an outcome survives a database blip of a few seconds (None: give up, re-raise).
+FINISH_RETRY_DELAYS = (0.5, 1, 2, 4, None)
 # At most this many stranded rows are re-enqueued per sweep, and none while the queue holds more.
 SWEEP_BATCH = 1000
 
@@ -149,7 +153,15 @@ def email_send(email_id: UUID | str) -> None:
                 status=Status.FAILED, last_error="suppressed")  # fmt: skip
         log.info("email %s not sent: every recipient is suppressed", email.id)
         return
-    outcome = failover.send(build_message(email, leave_out=suppressed))
+    try:
+        outcome = failover.send(build_message(email, leave_out=suppressed), ticket=str(email.id))
+    except Exception as exc:
+        # A bug or an unexpected failure must still end in an outcome, not a lease left to expire.
+        log.error(
+            "email %s: unexpected %s while sending", email.id, type(exc).__name__
+        )  # no message: it may quote content
+        error = ProviderError(f"internal error: {type(exc).__name__}", permanent=False)
+        outcome = failover.Outcome(failed=[failover.FailedTry("", error)])
     events = [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(suppressed))] if suppressed else []
     events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
     for failed in outcome.failed:
@@ -219,14 +231,24 @@ def _event(type: str, provider: str = "", detail: str = "") -> EmailEvent:
 def _finish(email: Email, events: list[EmailEvent], **fields: Any) -> bool:
     """Writes the attempt's outcome if this worker's claim still holds; False when it was taken back."""
     now = timezone.now()
-    with transaction.atomic():
-        updated = Email.objects.filter(id=email.id, status=Status.PROCESSING, lease_until=email.lease_until).update(
-            lease_until=None, updated_at=now, **fields
-        )
-        if updated:
-            for event in events:
-                event.email_id, event.at = email.id, now
-            EmailEvent.objects.bulk_create(events)
+    for delay in FINISH_RETRY_DELAYS:
+        try:
+            with transaction.atomic():
+                updated = Email.objects.filter(
+                    id=email.id, status=Status.PROCESSING, lease_until=email.lease_until
+                ).update(lease_until=None, updated_at=now, **fields)
+                if updated:
+                    for event in events:
+                        event.email_id, event.at = email.id, now
+                    EmailEvent.objects.bulk_create(events)
+            break
+        except (OperationalError, InterfaceError):
+            # The message may be out already: a database blip must not turn it into a resend.
+            if delay is None:
+                raise
+            log.warning("email %s: database unavailable while recording the outcome; retrying", email.id)
+            connection.close()
+            time.sleep(delay)
     if not updated:
         log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
     return bool(updated)
@@ -402,6 +424,10 @@ def _requeue_stranded_pending(now: datetime) -> list[UUID]:
     ).order_by("next_attempt_at")
     ids = list(stranded.values_list("id", flat=True)[:SWEEP_BATCH])
     if ids:
-        Email.objects.filter(id__in=ids, status=Status.PENDING).update(next_attempt_at=now)
+        # Re-checked in the update: a worker may have rescheduled a row since the select.
+        stranded.filter(id__in=ids).update(next_attempt_at=now)
+        ids = list(
+            Email.objects.filter(id__in=ids, status=Status.PENDING, next_attempt_at=now).values_list("id", flat=True)
+        )
         queue.publish(ids)
     return ids

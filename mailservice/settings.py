@@ -161,7 +161,14 @@ MAIL_CIRCUIT_THRESHOLD = env_int("MAIL_CIRCUIT_THRESHOLD", 5, minimum=1)
 MAIL_CIRCUIT_COOLDOWN = env_number("MAIL_CIRCUIT_COOLDOWN", 30, minimum=0.1)
 MAIL_CIRCUIT_PROBE_SECONDS = 60  # a probe send that takes longer lets another probe go
 # A worker waits at most this long for a rate-limited provider's slot; beyond, the email waits PENDING.
-MAIL_RATE_MAX_WAIT = env_number("MAIL_RATE_MAX_WAIT", 5, minimum=0)
+MAIL_RATE_MAX_WAIT = env_number("MAIL_RATE_MAX_WAIT", 5, minimum=0.1)
+# Django's SMTP backend waits forever by default: a hung server must not hold a claim past its lease.
+EMAIL_TIMEOUT = 30
+# django-anymail: webhooks are protected by HTTP basic auth with MAIL_WEBHOOK_SECRET ("user:password"),
+# plus each ESP's own signature where it has one (e.g. ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY).
+ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
+if env_secret("MAIL_WEBHOOK_SECRET", ""):
+    ANYMAIL["WEBHOOK_SECRET"] = env_secret("MAIL_WEBHOOK_SECRET", "")
 # Contract limits: recipients per email, bytes per email (bodies and attachments).
 MAIL_MAX_RECIPIENTS = 50
 MAIL_MAX_EMAIL_BYTES = 10 * 1024 * 1024
@@ -192,6 +199,10 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A task never outlives its lease: past the soft limit the send fails (transient); past the hard one
+# the process is killed and the sweep takes the email back.
+CELERY_TASK_SOFT_TIME_LIMIT = MAIL_LEASE_SECONDS * 0.8
+CELERY_TASK_TIME_LIMIT = MAIL_LEASE_SECONDS * 0.9
 
 LOGGING = {
     "version": 1,

@@ -7,8 +7,10 @@ success closes the breaker, failure opens it for another cool-down.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import redis
 from django.conf import settings
 
 from mailservice.redis import get_redis
@@ -42,12 +44,17 @@ return 0
 """
 
 _scripts: dict[str, object] = {}
+log = logging.getLogger(__name__)
 
 
 def _run(name: str, source: str, provider: str, args: list) -> list | int:
     if name not in _scripts:
         _scripts[name] = get_redis().register_script(source)
     return _scripts[name](keys=_keys(provider), args=args)
+
+
+# If Redis fails, breakers fail open: better to try a provider than to stop all mail, and an
+# error here must never abort a send whose outcome still has to be recorded.
 
 
 def _keys(provider: str) -> list[str]:
@@ -62,19 +69,30 @@ class Permit:
 
 
 def allow(provider: str) -> Permit:
-    allowed, failures, probe = _run("allow", _ALLOW, provider, [int(settings.MAIL_CIRCUIT_PROBE_SECONDS * 1000)])
+    try:
+        allowed, failures, probe = _run("allow", _ALLOW, provider, [int(settings.MAIL_CIRCUIT_PROBE_SECONDS * 1000)])
+    except redis.RedisError as exc:
+        log.warning("circuit of %s unknown: Redis error %s", provider, type(exc).__name__)
+        return Permit(allowed=True, probe=False, failures=0)
     return Permit(allowed=bool(allowed), probe=bool(probe), failures=int(failures))
 
 
 def record_success(provider: str, permit: Permit) -> None:
     if permit.probe or permit.failures:  # a closed breaker with no failures has nothing to reset
-        get_redis().delete(*_keys(provider))
+        try:
+            get_redis().delete(*_keys(provider))
+        except redis.RedisError as exc:
+            log.warning("circuit of %s not reset: Redis error %s", provider, type(exc).__name__)
 
 
 def record_failure(provider: str) -> bool:
     """Counts a transient failure; returns True if the breaker is open now."""
     args = [settings.MAIL_CIRCUIT_THRESHOLD, int(settings.MAIL_CIRCUIT_COOLDOWN * 1_000_000)]
-    return bool(_run("failure", _FAILURE, provider, args))
+    try:
+        return bool(_run("failure", _FAILURE, provider, args))
+    except redis.RedisError as exc:
+        log.warning("circuit of %s not updated: Redis error %s", provider, type(exc).__name__)
+        return False
 
 
 def state(provider: str) -> dict:

@@ -25,7 +25,7 @@ class Outcome:
     provider: str = ""  # who accepted the message, if anyone did
     message_id: str = ""
     failed: list[FailedTry] = field(default_factory=list)  # failed tries, in order
-    # Nothing was tried (rate limit far off, every breaker open): try again after this many seconds.
+    # Nothing was tried: its rate-limit slot is this many seconds off.
     defer_seconds: float | None = None
 
     @property
@@ -37,7 +37,8 @@ class Outcome:
         return bool(self.failed) and self.failed[-1].error.permanent
 
 
-def send(message: EmailMessage) -> Outcome:
+def send(message: EmailMessage, *, ticket: str) -> Outcome:
+    """Sends `message` (`ticket`, the email's id, holds its rate-limit slot across a hand-back)."""
     outcome = Outcome()
     for provider, permit in providers_in_order():
         if provider.config.rate_limit:
@@ -46,10 +47,11 @@ def send(message: EmailMessage) -> Outcome:
                 rate=provider.config.rate_limit,
                 burst=provider.config.burst,
                 max_wait=settings.MAIL_RATE_MAX_WAIT,
+                ticket=ticket,
             )
-            if wait is None:
-                # Its next slot is far off: hand the email back rather than hold a worker.
-                outcome.defer_seconds = settings.MAIL_RATE_MAX_WAIT
+            if wait > settings.MAIL_RATE_MAX_WAIT:
+                # Its slot is far off: hand the email back until then rather than hold a worker.
+                outcome.defer_seconds = wait
                 return outcome
             time.sleep(wait)
         try:
@@ -64,5 +66,7 @@ def send(message: EmailMessage) -> Outcome:
         outcome.provider = provider.name
         return outcome
     if not outcome.failed:
-        outcome.defer_seconds = settings.MAIL_CIRCUIT_COOLDOWN  # every breaker is open
+        # Every breaker is open: a failed attempt like any other, so a long outage still ends in FAILED.
+        error = ProviderError("no provider available: every circuit breaker is open", permanent=False)
+        outcome.failed.append(FailedTry("", error))
     return outcome

@@ -64,9 +64,9 @@ class SinkHandler:
 
 
 class SmtpSink:
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.handler = SinkHandler()
-        self.port = free_port()
+        self.port = port or free_port()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
 
     def start(self) -> SmtpSink:
