@@ -24,6 +24,15 @@ class Provider:
         self._last_used = 0.0
         self.current_weight = 0.0  # smooth weighted round-robin state (selection.py)
 
+    def connect(self) -> None:
+        """Opens (or keeps) the connection, so that a rate-limited send goes the moment its slot comes.
+        Raises ProviderError."""
+        try:
+            self._connection()
+        except Exception as exc:
+            self.close()
+            raise classify(exc) from exc
+
     def send(self, message: EmailMessage) -> str:
         """Sends one message; returns the provider's message id; raises ProviderError."""
         try:

@@ -41,20 +41,21 @@ def send(message: EmailMessage, *, ticket: str) -> Outcome:
     """Sends `message` (`ticket`, the email's id, holds its rate-limit slot across a hand-back)."""
     outcome = Outcome()
     for provider, permit in providers_in_order():
-        if provider.config.rate_limit:
-            wait = ratelimit.reserve(
-                provider.name,
-                rate=provider.config.rate_limit,
-                burst=provider.config.burst,
-                max_wait=settings.MAIL_RATE_MAX_WAIT,
-                ticket=ticket,
-            )
-            if wait > settings.MAIL_RATE_MAX_WAIT:
-                # Its slot is far off: hand the email back until then rather than hold a worker.
-                outcome.defer_seconds = wait
-                return outcome
-            time.sleep(wait)
         try:
+            if provider.config.rate_limit:
+                provider.connect()
+                wait = ratelimit.reserve(
+                    provider.name,
+                    rate=provider.config.rate_limit,
+                    burst=provider.config.burst,
+                    max_wait=settings.MAIL_RATE_MAX_WAIT,
+                    ticket=ticket,
+                )
+                if wait > settings.MAIL_RATE_MAX_WAIT:
+                    # Its slot is far off: hand the email back until then rather than hold a worker.
+                    outcome.defer_seconds = wait
+                    return outcome
+                time.sleep(wait)
             outcome.message_id = provider.send(message)
         except ProviderError as error:
             outcome.failed.append(FailedTry(provider.name, error))

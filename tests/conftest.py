@@ -72,21 +72,26 @@ def empty_test_redis():
 
 
 class Services:
-    """Starts real processes (worker, beat, gunicorn) against the test database; stops them all at the end."""
+    """Starts real processes (worker, beat, gunicorn) against the test database; stops them all at the end.
+
+    They get this process's MAIL_PROVIDERS as it is when they start, and `env` on top."""
 
     def __init__(self, env: dict[str, str], log_dir) -> None:
         self.env = env
         self.log_dir = log_dir
         self.processes: list[Process] = []
 
-    def worker(self, **env: str) -> Process:
-        return self._track(start_worker({**self.env, **env}, self.log_dir))
+    def _env(self, overrides: dict[str, str]) -> dict[str, str]:
+        return {**self.env, "MAIL_PROVIDERS": json.dumps(settings.MAIL_PROVIDERS), **overrides}
+
+    def worker(self, *, concurrency: int = 2, **env: str) -> Process:
+        return self._track(start_worker(self._env(env), self.log_dir, concurrency=concurrency))
 
     def beat(self, **env: str) -> Process:
-        return self._track(start_beat({**self.env, **env}, self.log_dir))
+        return self._track(start_beat(self._env(env), self.log_dir))
 
     def web(self, **env: str) -> str:
-        process, url = start_web({**self.env, **env}, self.log_dir)
+        process, url = start_web(self._env(env), self.log_dir)
         self._track(process)
         return url
 
@@ -108,7 +113,6 @@ def services(transactional_db, tmp_path):
         "DJANGO_SETTINGS_MODULE": "mailservice.settings",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
-        "MAIL_PROVIDERS": json.dumps(settings.MAIL_PROVIDERS),
         "PYTHONUNBUFFERED": "1",
     }
     running = Services(env, tmp_path)
