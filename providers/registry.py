@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,11 +81,18 @@ def parse_provider(entry: object, index: int) -> ProviderConfig:
         )
     try:
         backend_class = import_string(path)
-    except ImportError as exc:
+    except (ImportError, ImproperlyConfigured) as exc:  # anymail: an ESP's extra package not installed
         raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: cannot import backend {path!r}: {exc}") from None
     options = entry.get("options", {})
     if not isinstance(options, dict):
         raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: 'options' must be a JSON object")
+    accepted = {name for name in inspect.signature(backend_class.__init__).parameters if name not in ("self", "kwargs")}
+    if not path.startswith("anymail.") and set(options) - accepted:
+        # Django's backends swallow unknown keyword arguments: a misspelt "hots" would go unnoticed.
+        unknown = sorted(set(options) - accepted)
+        raise ImproperlyConfigured(
+            f"MAIL_PROVIDERS: provider {label}: unknown options {unknown} (known: {', '.join(sorted(accepted))})"
+        )
     try:
         # Building the backend opens no connection, but it checks the options (anymail: a missing api_key).
         backend_class(fail_silently=False, **options)
