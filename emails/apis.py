@@ -1,20 +1,43 @@
+import hashlib
+import json
+
 from django.conf import settings
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from emails import selectors
-from emails.exceptions import PayloadTooLarge
-from emails.fields import AddressField, AddressListField, HeadersField, MetadataField, StrictCharField
+from emails.fields import (
+    AddressField,
+    AddressListField,
+    AttachmentSerializer,
+    HeadersField,
+    MetadataField,
+    StrictCharField,
+)
 from emails.models import Email
-from emails.services import email_create
+from emails.services import email_create, email_create_batch, email_resend, idempotent
 
 
 def _api_name(fields: dict, python_name: str, api_name: str) -> dict:
     """`from` is a Python keyword: declare the field as from_email and expose it as `from`."""
     return {(api_name if name == python_name else name): field for name, field in fields.items()}
+
+
+def _idempotently(request, produce) -> Response:
+    """Answers with `produce()`'s (status, body), once per Idempotency-Key (when the client sends one)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        status_code, body = produce()
+    else:
+        if not key or len(key) > 255:
+            raise ValidationError({"Idempotency-Key": ["Between 1 and 255 characters."]})
+        canonical = json.dumps([request.path, request.data], sort_keys=True, separators=(",", ":"))
+        request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        status_code, body = idempotent(api_key=request.auth, key=key, request_hash=request_hash, produce=produce)
+    headers = {"Location": f"/api/v1/emails/{body['id']}"} if isinstance(body, dict) and "id" in body else {}
+    return Response(body, status=status_code, headers=headers)
 
 
 class EmailCreateApi(APIView):
@@ -24,10 +47,13 @@ class EmailCreateApi(APIView):
         cc = AddressListField(required=False)
         bcc = AddressListField(required=False)
         reply_to = AddressListField(required=False)
-        subject = StrictCharField(single_line=True, max_length=998)
+        subject = StrictCharField(single_line=True, max_length=998, required=False)
         text = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
         html = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
         headers = HeadersField(required=False)
+        attachments = serializers.ListField(child=AttachmentSerializer(), required=False, max_length=20)
+        template = StrictCharField(single_line=True, max_length=100, required=False)
+        context = serializers.DictField(required=False)
         tags = serializers.ListField(
             child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20
         )
@@ -45,26 +71,62 @@ class EmailCreateApi(APIView):
             return super().to_internal_value(data)
 
         def validate(self, attrs):
-            if not attrs.get("text") and not attrs.get("html"):
-                message = "Give text, html, or both."
-                raise serializers.ValidationError({"text": [message], "html": [message]})
+            if not attrs.get("template"):  # else the template gives them (checked once rendered)
+                if not attrs.get("subject"):
+                    raise serializers.ValidationError({"subject": ["This field is required (or give a template)."]})
+                if not attrs.get("text") and not attrs.get("html"):
+                    message = "Give text, html, or both (or a template)."
+                    raise serializers.ValidationError({"text": [message], "html": [message]})
             count = sum(len(attrs.get(f, [])) for f in ("to", "cc", "bcc"))
             if count > settings.MAIL_MAX_RECIPIENTS:
                 raise serializers.ValidationError(
                     {"to": [f"At most {settings.MAIL_MAX_RECIPIENTS} recipients in to, cc and bcc together ({count})."]}
                 )
-            size = len(attrs.get("text", "").encode()) + len(attrs.get("html", "").encode())
-            if size > settings.MAIL_MAX_EMAIL_BYTES:
-                raise PayloadTooLarge(f"The email is {size} bytes; at most {settings.MAIL_MAX_EMAIL_BYTES}.")
             return attrs
 
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        email = email_create(api_key=request.auth, **serializer.validated_data)
-        # The contract answers a submit with the email itself, as GET shows it.
-        data = EmailDetailApi.OutputSerializer(email).data
-        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/emails/{email.id}"})
+
+        def produce():
+            email = email_create(api_key=request.auth, **serializer.validated_data)
+            # The contract answers a submit with the email itself, as GET shows it.
+            return status.HTTP_202_ACCEPTED, EmailDetailApi.OutputSerializer(email).data
+
+        return _idempotently(request, produce)
+
+
+class EmailBatchCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        emails = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=500)
+
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        items, errors = [], {}
+        for index, item in enumerate(serializer.validated_data["emails"]):
+            # Each item is validated exactly as POST /emails validates its body.
+            item_serializer = EmailCreateApi.InputSerializer(data=item)
+            if item_serializer.is_valid():
+                items.append(item_serializer.validated_data)
+            else:
+                errors[index] = item_serializer.errors
+                items.append(None)
+
+        def produce():
+            created = iter(email_create_batch(api_key=request.auth, items=[i for i in items if i is not None]))
+            results = []
+            for index, item in enumerate(items):
+                outcome = next(created) if item is not None else None
+                if item is None:
+                    results.append({"errors": errors[index]})
+                elif isinstance(outcome, Email):
+                    results.append(EmailListApi.OutputSerializer(outcome).data)
+                else:
+                    results.append({"errors": outcome})
+            return status.HTTP_202_ACCEPTED, {"results": results}
+
+        return _idempotently(request, produce)
 
 
 class EmailDetailApi(APIView):
@@ -75,27 +137,39 @@ class EmailDetailApi(APIView):
             provider = serializers.CharField()
             detail = serializers.CharField()
 
+        class AttachmentInfoSerializer(serializers.Serializer):
+            filename = serializers.CharField()
+            content_type = serializers.CharField()
+            size = serializers.SerializerMethodField()
+
+            def get_size(self, attachment) -> int:
+                from emails.fields import attachment_size
+
+                return attachment_size(attachment)
+
         id = serializers.UUIDField()
         status = serializers.CharField()
         from_email = serializers.CharField(source="from_email")
-        to = serializers.ListField()
-        cc = serializers.ListField()
-        bcc = serializers.ListField()
-        reply_to = serializers.ListField()
+        to = serializers.ListField(child=serializers.CharField())
+        cc = serializers.ListField(child=serializers.CharField())
+        bcc = serializers.ListField(child=serializers.CharField())
+        reply_to = serializers.ListField(child=serializers.CharField())
         subject = serializers.CharField()
         text = serializers.CharField()
         html = serializers.CharField()
-        headers = serializers.DictField()
-        tags = serializers.ListField()
-        metadata = serializers.DictField()
+        headers = serializers.DictField(child=serializers.CharField())
+        attachments = AttachmentInfoSerializer(many=True)
+        template = serializers.CharField()
+        tags = serializers.ListField(child=serializers.CharField())
+        metadata = serializers.DictField(child=serializers.CharField())
         attempts = serializers.IntegerField()
         provider = serializers.CharField()
         provider_message_id = serializers.CharField()
         last_error = serializers.CharField()
         created_at = serializers.DateTimeField()
-        send_at = serializers.DateTimeField()
-        sent_at = serializers.DateTimeField()
-        resent_from = serializers.UUIDField(source="resent_from_id")
+        send_at = serializers.DateTimeField(allow_null=True)
+        sent_at = serializers.DateTimeField(allow_null=True)
+        resent_from = serializers.UUIDField(source="resent_from_id", allow_null=True)
         events = EventSerializer(many=True, source="events.all")
 
         def get_fields(self):
@@ -109,34 +183,34 @@ class EmailDetailApi(APIView):
 
 
 class EmailListApi(APIView):
-    class Pagination(CursorPagination):
-        ordering = "-created_at"
-        page_size = 50
-        page_size_query_param = "limit"
-        max_page_size = 500
-
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=Email.Status.choices, required=False)
+        tag = StrictCharField(required=False)
+        to = StrictCharField(required=False)
+        created_after = serializers.DateTimeField(required=False)
+        created_before = serializers.DateTimeField(required=False)
+        cursor = StrictCharField(required=False)
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
 
     class OutputSerializer(serializers.Serializer):
-        """A summary per email: GET /emails/<id> has the bodies and the events."""
+        """A summary per email: GET /emails/<id> has the bodies, attachments and events."""
 
         id = serializers.UUIDField()
         status = serializers.CharField()
         from_email = serializers.CharField(source="from_email")
-        to = serializers.ListField()
-        cc = serializers.ListField()
-        bcc = serializers.ListField()
+        to = serializers.ListField(child=serializers.CharField())
+        cc = serializers.ListField(child=serializers.CharField())
+        bcc = serializers.ListField(child=serializers.CharField())
         subject = serializers.CharField()
-        tags = serializers.ListField()
-        metadata = serializers.DictField()
+        tags = serializers.ListField(child=serializers.CharField())
+        metadata = serializers.DictField(child=serializers.CharField())
         attempts = serializers.IntegerField()
         provider = serializers.CharField()
         provider_message_id = serializers.CharField()
         last_error = serializers.CharField()
         created_at = serializers.DateTimeField()
-        send_at = serializers.DateTimeField()
-        sent_at = serializers.DateTimeField()
+        send_at = serializers.DateTimeField(allow_null=True)
+        sent_at = serializers.DateTimeField(allow_null=True)
 
         def get_fields(self):
             return _api_name(super().get_fields(), "from_email", "from")
@@ -144,11 +218,44 @@ class EmailListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        emails = selectors.email_list(api_key=request.auth, **filters.validated_data)
-        paginator = self.Pagination()
-        page = paginator.paginate_queryset(emails, request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        params = dict(filters.validated_data)
+        cursor, limit = params.pop("cursor", None), params.pop("limit")
+        emails = selectors.email_list(api_key=request.auth, **params)
+        if cursor:
+            try:
+                emails = selectors.after_cursor(emails, cursor)
+            except ValueError as exc:
+                raise ValidationError({"cursor": [str(exc)]}) from None
+        page = list(emails[: limit + 1])
+        next_url = None
+        if len(page) > limit:
+            page = page[:limit]
+            query = request.query_params.copy()
+            query["cursor"] = selectors.encode_cursor(page[-1])
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        return Response({"results": self.OutputSerializer(page, many=True).data, "next": next_url})
 
 
 class EmailCollectionApi(EmailListApi, EmailCreateApi):
     """/emails is one path for two operations: GET lists (EmailListApi), POST creates (EmailCreateApi)."""
+
+
+class EmailResendApi(APIView):
+    def post(self, request, email_id):
+        original = selectors.email_get(api_key=request.auth, email_id=email_id)
+        if original is None:
+            raise NotFound("No such email.")
+        email = email_resend(email=original)
+        data = EmailDetailApi.OutputSerializer(email).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/emails/{email.id}"})
+
+
+class StatsApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        counts = serializers.DictField(child=serializers.IntegerField())
+        oldest_pending_age_seconds = serializers.FloatField()
+        sent_last_hour = serializers.IntegerField()
+        failed_last_hour = serializers.IntegerField()
+
+    def get(self, request):
+        return Response(self.OutputSerializer(selectors.email_stats(api_key=request.auth)).data)

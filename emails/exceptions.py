@@ -10,6 +10,12 @@ class PayloadTooLarge(APIException):
     default_code = "payload_too_large"
 
 
+class IdempotencyKeyReused(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "This Idempotency-Key was used with a different request."
+    default_code = "idempotency_key_reused"
+
+
 def api_exception_handler(exc, context):
     """DRF's handler, plus: a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400."""
     if isinstance(exc, RequestDataTooBig):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import mimetypes
 import re
 from email.headerregistry import Address
 from email.utils import getaddresses
@@ -111,3 +114,42 @@ class MetadataField(serializers.DictField):
             if not key or len(key) > 100 or LINE_BREAKING.search(key):
                 raise serializers.ValidationError(f"{key[:100]!r} is not a valid key: 1 to 100 printable characters.")
         return metadata
+
+
+CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+
+
+class AttachmentSerializer(serializers.Serializer):
+    """{filename, content (base64), content_type}: decoded once here to validate it, stored as given."""
+
+    filename = StrictCharField(single_line=True, max_length=255)
+    content = StrictCharField(trim_whitespace=False)
+    content_type = StrictCharField(single_line=True, max_length=255, required=False)
+
+    def validate_filename(self, value: str) -> str:
+        if "/" in value or "\\" in value:
+            raise serializers.ValidationError("A file name, without a path.")
+        return value
+
+    def validate_content(self, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("Must be base64.") from None
+        return value
+
+    def validate_content_type(self, value: str) -> str:
+        if not CONTENT_TYPE.match(value):
+            raise serializers.ValidationError(f"{value!r} is not a MIME type like 'application/pdf'.")
+        return value
+
+    def validate(self, attrs):
+        if "content_type" not in attrs:
+            attrs["content_type"] = mimetypes.guess_type(attrs["filename"])[0] or "application/octet-stream"
+        return attrs
+
+
+def attachment_size(attachment: dict) -> int:
+    """Decoded size in bytes, from the base64 length (no second decode)."""
+    content = attachment["content"]
+    return len(content) * 3 // 4 - content[-2:].count("=")

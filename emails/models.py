@@ -66,6 +66,9 @@ class Email(models.Model):
     headers = models.JSONField(default=dict, blank=True)
     tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # [{filename, content_type, content (base64)}]: kept with the row, so every retry sends the same bytes.
+    attachments = models.JSONField(default=list, blank=True)
+    template = models.CharField(max_length=100, blank=True, help_text="The template it was rendered from.")
 
     attempts = models.PositiveIntegerField(default=0)
     send_at = models.DateTimeField(null=True, blank=True)
@@ -89,8 +92,9 @@ class Email(models.Model):
             models.Index(fields=["next_attempt_at"], name="email_pending_due", condition=Q(status="PENDING")),
             models.Index(fields=["lease_until"], name="email_processing_lease", condition=Q(status="PROCESSING")),
             # The API's list: a key's emails, newest first, optionally by status.
-            models.Index(fields=["api_key", "-created_at"], name="email_key_created"),
-            models.Index(fields=["api_key", "status", "-created_at"], name="email_key_status_created"),
+            models.Index(fields=["api_key", "-created_at", "-id"], name="email_key_created"),
+            models.Index(fields=["api_key", "status", "-created_at", "-id"], name="email_key_status_created"),
+            GinIndex(fields=["tags"], name="email_tags"),
             # The admin: newest first, filtered by status; recipient search.
             models.Index(fields=["-created_at"], name="email_created"),
             models.Index(fields=["status", "-created_at"], name="email_status_created"),
@@ -110,6 +114,36 @@ class Email(models.Model):
 
     def can_retry(self) -> bool:
         return self.attempts < settings.MAIL_MAX_ATTEMPTS
+
+
+class Template(models.Model):
+    """A stored email, rendered with each submit's `context` in Django's template language."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    subject = models.CharField(max_length=998)
+    text = models.TextField(blank=True, help_text="Plain-text body; not escaped.")
+    html = models.TextField(blank=True, help_text="HTML body; context values are escaped.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key and the response it got, replayed for a repeat of the same request."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class EmailEvent(models.Model):

@@ -12,27 +12,29 @@ from collections.abc import Iterable
 from mailservice.celery import app
 from mailservice.redis import get_redis
 
-SEND_TASK = "emails.tasks.send_email"
+SEND_TASK = "emails.tasks.send_emails"
+# Ids per task: a batch of 500 is 50 publishes, still spread over every worker.
+CHUNK = 10
 QUEUE = "celery"  # Celery's default queue, a Redis list of that name
 
 log = logging.getLogger(__name__)
 
 
 def publish(email_ids: Iterable[object], *, countdown: float = 0) -> int:
-    """Enqueues send_email for each id; returns how many were published. Never raises."""
+    """Enqueues send_emails for the ids, CHUNK at a time; returns how many were published. Never raises."""
     ids = [str(i) for i in email_ids]
-    for done, email_id in enumerate(ids):
+    for start in range(0, len(ids), CHUNK):
         try:
-            app.send_task(SEND_TASK, args=[email_id], countdown=countdown or None)
+            app.send_task(SEND_TASK, args=[ids[start : start + CHUNK]], countdown=countdown or None)
         except Exception as exc:
             # Broker down: the rows are stored, and the sweep publishes them once it is back.
             log.warning(
                 "publish failed (%s) for %d email(s), first %s; the sweep will enqueue them",
                 type(exc).__name__,
-                len(ids) - done,
-                email_id,
+                len(ids) - start,
+                ids[start],
             )
-            return done
+            return start
     return len(ids)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -15,10 +17,14 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
+from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 
 from emails import queue
-from emails.models import ApiKey, Email, EmailEvent, Suppression
+from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
+from emails.fields import attachment_size
+from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Suppression, Template
 from providers import failover
 from providers.errors import ProviderError
 from providers.outbox import ID_HEADER
@@ -30,6 +36,8 @@ Status = Email.Status
 DUE_TOLERANCE = timedelta(seconds=1)
 # Recording an outcome survives a database blip of a few seconds (None: give up, re-raise).
 FINISH_RETRY_DELAYS = (0.5, 1, 2, 4, None)
+# Idempotency keys are kept at least 24 hours (the contract), then deleted by the sweep.
+IDEMPOTENCY_KEEP = timedelta(hours=48)
 # At most this many stranded rows are re-enqueued per sweep, and none while the queue holds more.
 SWEEP_BATCH = 1000
 
@@ -51,60 +59,109 @@ def _bare_addresses(*lists: list[str]) -> list[str]:
     return sorted({parseaddr(a)[1].lower() for addresses in lists for a in addresses})
 
 
-def email_create(
-    *,
-    api_key: ApiKey | None,
-    from_email: str,
-    to: list[str],
-    subject: str = "",
-    text: str = "",
-    html: str = "",
-    cc: list[str] | None = None,
-    bcc: list[str] | None = None,
-    reply_to: list[str] | None = None,
-    headers: dict[str, str] | None = None,
-    tags: list[str] | None = None,
-    metadata: dict[str, str] | None = None,
-    send_at: datetime | None = None,
-    resent_from: Email | None = None,
-) -> Email:
-    """Stores a validated email as PENDING and enqueues it once the row is committed."""
-    now = timezone.now()
-    cc, bcc = cc or [], bcc or []
-    email = Email(
+# Text and subjects are not HTML: only the html part escapes what the context brings in.
+_TEXT_ENGINE = Engine(autoescape=False)
+_HTML_ENGINE = Engine(autoescape=True)
+
+
+def template_render(*, template: Template, context: dict[str, Any]) -> dict[str, str]:
+    """The template's subject, text and html rendered with `context`; raises ValidationError."""
+    rendered = {}
+    try:
+        for part, engine in (("subject", _TEXT_ENGINE), ("text", _TEXT_ENGINE), ("html", _HTML_ENGINE)):
+            source = getattr(template, part)
+            rendered[part] = engine.from_string(source).render(Context(context)) if source else ""
+    except TemplateSyntaxError as exc:
+        raise ValidationError({"template": [f"Template {template.name!r} does not render: {exc}"]}) from None
+    except Exception as exc:  # a context value whose rendering fails (a broken __str__ cannot come from JSON)
+        raise ValidationError({"context": [f"Template {template.name!r} does not render: {exc}"]}) from None
+    rendered["subject"] = " ".join(rendered["subject"].split())  # a subject is one line
+    return rendered
+
+
+def _new_email(*, api_key: ApiKey | None, now: datetime, templates: dict[str, Template], **fields: Any) -> Email:
+    """An unsaved Email from validated API fields: template rendered, size checked.
+
+    Raises ValidationError (bad template or context) or PayloadTooLarge."""
+    name, context = fields.pop("template", ""), fields.pop("context", None) or {}
+    if name:
+        if name not in templates:
+            raise ValidationError({"template": [f"No template named {name!r}."]})
+        rendered = template_render(template=templates[name], context=context)
+        # What the request gives itself wins over the template.
+        fields = {**{k: v for k, v in rendered.items() if v}, **{k: v for k, v in fields.items() if v}}
+        if not fields.get("subject"):
+            raise ValidationError({"subject": [f"Template {name!r} gives no subject, and the request neither."]})
+        if not fields.get("text") and not fields.get("html"):
+            raise ValidationError({"template": [f"Template {name!r} renders no text or html."]})
+    attachments = fields.get("attachments") or []
+    size = sum(len(fields.get(part, "").encode()) for part in ("text", "html")) + sum(map(attachment_size, attachments))
+    if size > settings.MAIL_MAX_EMAIL_BYTES:
+        limit = settings.MAIL_MAX_EMAIL_BYTES
+        raise PayloadTooLarge(f"The email is {size} bytes with its attachments; at most {limit}.")
+    to, cc, bcc = fields["to"], fields.get("cc") or [], fields.get("bcc") or []
+    send_at = fields.get("send_at")
+    return Email(
         api_key=api_key,
-        from_email=from_email,
-        to=to,
-        cc=cc,
-        bcc=bcc,
-        reply_to=reply_to or [],
         recipients=_bare_addresses(to, cc, bcc),
-        subject=subject,
-        text=text,
-        html=html,
-        headers=headers or {},
-        tags=tags or [],
-        metadata=metadata or {},
-        send_at=send_at,
+        template=name,
         next_attempt_at=max(send_at or now, now),
-        resent_from=resent_from,
         created_at=now,
+        **fields,
     )
+
+
+def email_create(*, api_key: ApiKey | None, **fields: Any) -> Email:
+    """Stores a validated email as PENDING and enqueues it once the row is committed.
+
+    `fields` are the API's: from_email, to, cc, bcc, reply_to, subject, text, html, headers, tags,
+    metadata, attachments, template, context, send_at (and resent_from). Raises ValidationError."""
+    name = fields.get("template")
+    templates = {t.name: t for t in Template.objects.filter(name=name)} if name else {}
+    now = timezone.now()
+    email = _new_email(api_key=api_key, now=now, templates=templates, **fields)
     with transaction.atomic():
         email.save(force_insert=True)
-        _publish_when_due(email, now)
+        _publish_when_due([email], now)
     return email
 
 
-def _publish_when_due(email: Email, now: datetime) -> None:
-    """Enqueue after commit (a worker must find the row). Far-off emails are left to the sweep."""
-    delay = (email.next_attempt_at - now).total_seconds()
-    if delay <= settings.MAIL_SWEEP_INTERVAL:
-        transaction.on_commit(lambda: queue.publish([email.id], countdown=delay))
+def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[Email | dict]:
+    """Stores the valid items of a batch in one INSERT; returns, in order, each Email or the item's errors.
+
+    A constant number of queries whatever the batch's size: one for templates, one insert."""
+    names = {item["template"] for item in items if item.get("template")}
+    templates = {t.name: t for t in Template.objects.filter(name__in=names)} if names else {}
+    now = timezone.now()
+    results: list[Email | dict] = []
+    for item in items:
+        try:
+            results.append(_new_email(api_key=api_key, now=now, templates=templates, **item))
+        except ValidationError as exc:
+            results.append(exc.detail)
+        except PayloadTooLarge as exc:
+            results.append({"size": [str(exc.detail)]})
+    emails = [r for r in results if isinstance(r, Email)]
+    with transaction.atomic():
+        Email.objects.bulk_create(emails)
+        _publish_when_due(emails, now)
+    return results
+
+
+def _publish_when_due(emails: list[Email], now: datetime) -> None:
+    """Enqueue after commit (a worker must find the rows). Emails due beyond one sweep interval are
+    published by the sweep as their time comes, so no long countdown sits in a worker's memory."""
+    by_delay: dict[float, list[UUID]] = {}
+    for email in emails:
+        delay = max(0.0, (email.next_attempt_at - now).total_seconds())
+        if delay <= settings.MAIL_SWEEP_INTERVAL:
+            by_delay.setdefault(delay, []).append(email.id)
+    for delay, ids in by_delay.items():
+        transaction.on_commit(lambda ids=ids, delay=delay: queue.publish(ids, countdown=delay))
 
 
 def email_resend(*, email: Email) -> Email:
-    """A new email with the same content as `email`, whose resent_from is `email`."""
+    """A new email with the same content (attachments included), whose resent_from is `email`."""
     return email_create(
         api_key=email.api_key,
         from_email=email.from_email,
@@ -118,8 +175,36 @@ def email_resend(*, email: Email) -> Email:
         headers=email.headers,
         tags=email.tags,
         metadata=email.metadata,
+        attachments=email.attachments,
         resent_from=email,
     )
+
+
+def idempotent(
+    *, api_key: ApiKey, key: str, request_hash: str, produce: Callable[[], tuple[int, Any]]
+) -> tuple[int, Any]:
+    """Runs `produce` once per (api_key, key) and stores its (status, body); a repeat gets the stored
+    response, a different request with the same key IdempotencyKeyReused.
+
+    The key row is inserted first, in the same transaction as what `produce` writes: a concurrent
+    duplicate blocks on the unique index until the first commits, then reads its response."""
+    table = IdempotencyKey._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {table} (api_key_id, key, request_hash, status_code, response, created_at)
+                VALUES (%s, %s, %s, 0, 'null', %s)
+                ON CONFLICT (api_key_id, key) DO NOTHING RETURNING id""",  # noqa: S608 - our table name
+            [api_key.id, key, request_hash, timezone.now()],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            stored = IdempotencyKey.objects.get(api_key=api_key, key=key)
+            if stored.request_hash != request_hash:
+                raise IdempotencyKeyReused()
+            return stored.status_code, stored.response
+        status, body = produce()
+        IdempotencyKey.objects.filter(id=row[0]).update(status_code=status, response=body)
+    return status, body
 
 
 def emails_retry_now(*, ids: list[UUID]) -> int:
@@ -221,6 +306,8 @@ def build_message(email: Email, *, leave_out: set[str] = frozenset()) -> EmailMu
         message.attach_alternative(email.html, "text/html")
     elif email.html:
         message.content_subtype = "html"
+    for attachment in email.attachments:
+        message.attach(attachment["filename"], base64.b64decode(attachment["content"]), attachment["content_type"])
     return message
 
 
@@ -294,19 +381,22 @@ def _record_retry(email: Email, outcome: failover.Outcome, events: list[EmailEve
         last_error=last.error.reason,
         next_attempt_at=timezone.now() + timedelta(seconds=delay),
     )
-    if retried:
-        queue.publish([email.id], countdown=delay)
+    if retried and delay <= settings.MAIL_SWEEP_INTERVAL:
+        queue.publish([email.id], countdown=delay)  # later ones: the sweep publishes them as they come due
     log.info("email %s will be retried in %.1fs (attempt %d)", email.id, delay, email.attempts)
 
 
 def _defer(email: Email, seconds: float) -> None:
     """Nothing was tried (rate limit, every breaker open): back to PENDING, the attempt not counted."""
-    if _finish(
-        email,
-        [],
-        status=Status.PENDING,
-        attempts=F("attempts") - 1,
-        next_attempt_at=timezone.now() + timedelta(seconds=seconds),
+    if (
+        _finish(
+            email,
+            [],
+            status=Status.PENDING,
+            attempts=F("attempts") - 1,
+            next_attempt_at=timezone.now() + timedelta(seconds=seconds),
+        )
+        and seconds <= settings.MAIL_SWEEP_INTERVAL
     ):
         queue.publish([email.id], countdown=seconds)
 
@@ -357,6 +447,7 @@ class SweepResult:
     recovered: int  # PROCESSING rows whose worker was lost, queued again
     failed: int  # the same, with no attempts left
     requeued: int  # PENDING rows that were due but apparently not in the queue
+    upcoming: int  # PENDING rows coming due before the next sweep, published with their countdown
 
 
 def emails_sweep_stranded(*, now: datetime | None = None) -> SweepResult:
@@ -364,9 +455,26 @@ def emails_sweep_stranded(*, now: datetime | None = None) -> SweepResult:
     now = now or timezone.now()
     recovered, failed = _recover_expired_leases(now)
     requeued = _requeue_stranded_pending(now)
-    if recovered or failed or requeued:
-        log.info("sweep: %d recovered, %d failed, %d requeued", len(recovered), failed, len(requeued))
-    return SweepResult(recovered=len(recovered), failed=failed, requeued=len(requeued))
+    upcoming = _publish_upcoming(now)
+    IdempotencyKey.objects.filter(created_at__lt=now - IDEMPOTENCY_KEEP).delete()
+    if recovered or failed or requeued or upcoming:
+        log.info("sweep: %d recovered, %d failed, %d requeued, %d upcoming", len(recovered), failed, len(requeued),
+                 upcoming)  # fmt: skip
+    return SweepResult(recovered=len(recovered), failed=failed, requeued=len(requeued), upcoming=upcoming)
+
+
+def _publish_upcoming(now: datetime) -> int:
+    """Publishes, with their countdown, PENDING rows that come due before the next sweep and were too
+    far off to be published when they were written (send_at, long retries)."""
+    interval = timedelta(seconds=settings.MAIL_SWEEP_INTERVAL)
+    rows = list(
+        Email.objects.filter(status=Status.PENDING, next_attempt_at__gt=now, next_attempt_at__lte=now + interval)
+        .filter(next_attempt_at__gt=F("updated_at") + interval)
+        .values_list("id", "next_attempt_at")
+    )
+    for email_id, due in rows:
+        queue.publish([email_id], countdown=(due - now).total_seconds())
+    return len(rows)
 
 
 def _recover_expired_leases(now: datetime) -> tuple[list[UUID], int]:

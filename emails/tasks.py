@@ -6,8 +6,9 @@ from providers.selection import close_all
 
 
 @shared_task
-def send_email(email_id: str) -> None:
-    services.email_send(email_id)
+def send_emails(email_ids: list[str]) -> None:
+    for email_id in email_ids:
+        services.email_send(email_id)
 
 
 @shared_task

@@ -20,7 +20,8 @@ def queued_ids() -> list[str]:
     """The email ids waiting in the broker's queue, read from Celery's messages in Redis."""
     messages = [json.loads(raw) for raw in get_redis().lrange(QUEUE, 0, -1)]
     # Celery's message body is base64 JSON: [args, kwargs, embed].
-    return [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages if m["headers"]["task"] == SEND_TASK]
+    tasks = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages if m["headers"]["task"] == SEND_TASK]
+    return [email_id for ids in tasks for email_id in ids]
 
 
 @pytest.fixture(autouse=True)
