@@ -2,12 +2,13 @@ import hashlib
 import json
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from emails import selectors
+from emails import schema, selectors
 from emails.fields import (
     AddressField,
     AddressListField,
@@ -40,96 +41,8 @@ def _idempotently(request, produce) -> Response:
     return Response(body, status=status_code, headers=headers)
 
 
-class EmailCreateApi(APIView):
-    class InputSerializer(serializers.Serializer):
-        from_email = AddressField(source="from_email")
-        to = AddressListField(min_length=1)
-        cc = AddressListField(required=False)
-        bcc = AddressListField(required=False)
-        reply_to = AddressListField(required=False)
-        subject = StrictCharField(single_line=True, max_length=998, required=False)
-        text = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
-        html = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
-        headers = HeadersField(required=False)
-        attachments = serializers.ListField(child=AttachmentSerializer(), required=False, max_length=20)
-        template = StrictCharField(single_line=True, max_length=100, required=False)
-        context = serializers.DictField(required=False)
-        tags = serializers.ListField(
-            child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20
-        )
-        metadata = MetadataField(required=False)
-        send_at = serializers.DateTimeField(required=False, allow_null=True)
-
-        def get_fields(self):
-            return _api_name(super().get_fields(), "from_email", "from")
-
-        def to_internal_value(self, data):
-            if isinstance(data, dict):
-                unknown = sorted(set(data) - set(self.fields))
-                if unknown:
-                    raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-            return super().to_internal_value(data)
-
-        def validate(self, attrs):
-            if not attrs.get("template"):  # else the template gives them (checked once rendered)
-                if not attrs.get("subject"):
-                    raise serializers.ValidationError({"subject": ["This field is required (or give a template)."]})
-                if not attrs.get("text") and not attrs.get("html"):
-                    message = "Give text, html, or both (or a template)."
-                    raise serializers.ValidationError({"text": [message], "html": [message]})
-            count = sum(len(attrs.get(f, [])) for f in ("to", "cc", "bcc"))
-            if count > settings.MAIL_MAX_RECIPIENTS:
-                raise serializers.ValidationError(
-                    {"to": [f"At most {settings.MAIL_MAX_RECIPIENTS} recipients in to, cc and bcc together ({count})."]}
-                )
-            return attrs
-
-    def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-
-        def produce():
-            email = email_create(api_key=request.auth, **serializer.validated_data)
-            # The contract answers a submit with the email itself, as GET shows it.
-            return status.HTTP_202_ACCEPTED, EmailDetailApi.OutputSerializer(email).data
-
-        return _idempotently(request, produce)
-
-
-class EmailBatchCreateApi(APIView):
-    class InputSerializer(serializers.Serializer):
-        emails = serializers.ListField(child=serializers.JSONField(), min_length=1, max_length=500)
-
-    def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        items, errors = [], {}
-        for index, item in enumerate(serializer.validated_data["emails"]):
-            # Each item is validated exactly as POST /emails validates its body.
-            item_serializer = EmailCreateApi.InputSerializer(data=item)
-            if item_serializer.is_valid():
-                items.append(item_serializer.validated_data)
-            else:
-                errors[index] = item_serializer.errors
-                items.append(None)
-
-        def produce():
-            created = iter(email_create_batch(api_key=request.auth, items=[i for i in items if i is not None]))
-            results = []
-            for index, item in enumerate(items):
-                outcome = next(created) if item is not None else None
-                if item is None:
-                    results.append({"errors": errors[index]})
-                elif isinstance(outcome, Email):
-                    results.append(EmailListApi.OutputSerializer(outcome).data)
-                else:
-                    results.append({"errors": outcome})
-            return status.HTTP_202_ACCEPTED, {"results": results}
-
-        return _idempotently(request, produce)
-
-
 class EmailDetailApi(APIView):
+    @extend_schema_serializer(component_name="Email")
     class OutputSerializer(serializers.Serializer):
         class EventSerializer(serializers.Serializer):
             type = serializers.CharField()
@@ -175,11 +88,126 @@ class EmailDetailApi(APIView):
         def get_fields(self):
             return _api_name(super().get_fields(), "from_email", "from")
 
+    @extend_schema(operation_id="email_get", summary="An email, with its events", responses={200: OutputSerializer,
+                   **schema.ERRORS, **schema.NOT_FOUND})  # fmt: skip
     def get(self, request, email_id):
         email = selectors.email_get(api_key=request.auth, email_id=email_id)
         if email is None:
             raise NotFound("No such email.")
         return Response(self.OutputSerializer(email).data)
+
+
+class EmailCreateApi(APIView):
+    @extend_schema_serializer(component_name="EmailCreate")
+    class InputSerializer(serializers.Serializer):
+        from_email = AddressField(source="from_email")
+        to = AddressListField(min_length=1)
+        cc = AddressListField(required=False)
+        bcc = AddressListField(required=False)
+        reply_to = AddressListField(required=False)
+        subject = StrictCharField(single_line=True, max_length=998, required=False)
+        text = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+        html = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+        headers = HeadersField(required=False)
+        attachments = serializers.ListField(child=AttachmentSerializer(), required=False, max_length=20)
+        template = StrictCharField(single_line=True, max_length=100, required=False)
+        context = serializers.DictField(required=False)
+        tags = serializers.ListField(
+            child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20
+        )
+        metadata = MetadataField(required=False)
+        send_at = serializers.DateTimeField(required=False, allow_null=True)
+
+        def get_fields(self):
+            return _api_name(super().get_fields(), "from_email", "from")
+
+        def to_internal_value(self, data):
+            if isinstance(data, dict):
+                unknown = sorted(set(data) - set(self.fields))
+                if unknown:
+                    raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            return super().to_internal_value(data)
+
+        def validate(self, attrs):
+            if not attrs.get("template"):  # else the template gives them (checked once rendered)
+                if not attrs.get("subject"):
+                    raise serializers.ValidationError({"subject": ["This field is required (or give a template)."]})
+                if not attrs.get("text") and not attrs.get("html"):
+                    message = "Give text, html, or both (or a template)."
+                    raise serializers.ValidationError({"text": [message], "html": [message]})
+            count = sum(len(attrs.get(f, [])) for f in ("to", "cc", "bcc"))
+            if count > settings.MAIL_MAX_RECIPIENTS:
+                raise serializers.ValidationError(
+                    {"to": [f"At most {settings.MAIL_MAX_RECIPIENTS} recipients in to, cc and bcc together ({count})."]}
+                )
+            return attrs
+
+    @extend_schema(
+        operation_id="email_create",
+        summary="Submit an email",
+        request=InputSerializer,
+        parameters=[schema.IDEMPOTENCY_KEY],
+        responses={202: EmailDetailApi.OutputSerializer, **schema.WRITE_ERRORS},
+        examples=[schema.EMAIL_EXAMPLE, schema.TEMPLATE_EXAMPLE],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+
+        def produce():
+            email = email_create(api_key=request.auth, **serializer.validated_data)
+            # The contract answers a submit with the email itself, as GET shows it.
+            return status.HTTP_202_ACCEPTED, EmailDetailApi.OutputSerializer(email).data
+
+        return _idempotently(request, produce)
+
+
+class EmailBatchCreateApi(APIView):
+    @extend_schema_serializer(component_name="EmailBatch")
+    class InputSerializer(serializers.Serializer):
+        emails = serializers.ListField(
+            child=serializers.JSONField(), min_length=1, max_length=500, help_text="Up to 500 bodies of POST /emails."
+        )
+
+    @extend_schema(
+        operation_id="email_batch_create",
+        summary="Submit up to 500 emails",
+        description='One result per item, in order: the accepted email\'s summary, or `{"errors": {...}}` '
+        "for an invalid item. Valid items are stored either way.",
+        request=InputSerializer,
+        parameters=[schema.IDEMPOTENCY_KEY],
+        responses={
+            202: inline_serializer("BatchResults", {"results": serializers.ListField(child=serializers.JSONField())}),
+            **schema.WRITE_ERRORS,
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        items, errors = [], {}
+        for index, item in enumerate(serializer.validated_data["emails"]):
+            # Each item is validated exactly as POST /emails validates its body.
+            item_serializer = EmailCreateApi.InputSerializer(data=item)
+            if item_serializer.is_valid():
+                items.append(item_serializer.validated_data)
+            else:
+                errors[index] = item_serializer.errors
+                items.append(None)
+
+        def produce():
+            created = iter(email_create_batch(api_key=request.auth, items=[i for i in items if i is not None]))
+            results = []
+            for index, item in enumerate(items):
+                outcome = next(created) if item is not None else None
+                if item is None:
+                    results.append({"errors": errors[index]})
+                elif isinstance(outcome, Email):
+                    results.append(EmailListApi.OutputSerializer(outcome).data)
+                else:
+                    results.append({"errors": outcome})
+            return status.HTTP_202_ACCEPTED, {"results": results}
+
+        return _idempotently(request, produce)
 
 
 class EmailListApi(APIView):
@@ -192,6 +220,7 @@ class EmailListApi(APIView):
         cursor = StrictCharField(required=False)
         limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
 
+    @extend_schema_serializer(component_name="EmailSummary")
     class OutputSerializer(serializers.Serializer):
         """A summary per email: GET /emails/<id> has the bodies, attachments and events."""
 
@@ -215,6 +244,18 @@ class EmailListApi(APIView):
         def get_fields(self):
             return _api_name(super().get_fields(), "from_email", "from")
 
+    @extend_schema(
+        operation_id="email_list",
+        summary="The key's emails, newest first",
+        parameters=[FilterSerializer],
+        responses={
+            200: inline_serializer(
+                "EmailPage",
+                {"results": OutputSerializer(many=True), "next": serializers.URLField(allow_null=True)},
+            ),
+            **schema.ERRORS,
+        },
+    )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -241,6 +282,12 @@ class EmailCollectionApi(EmailListApi, EmailCreateApi):
 
 
 class EmailResendApi(APIView):
+    @extend_schema(
+        operation_id="email_resend",
+        summary="Send an email again, as a new email",
+        request=None,
+        responses={202: EmailDetailApi.OutputSerializer, **schema.ERRORS, **schema.NOT_FOUND},
+    )
     def post(self, request, email_id):
         original = selectors.email_get(api_key=request.auth, email_id=email_id)
         if original is None:
@@ -251,11 +298,14 @@ class EmailResendApi(APIView):
 
 
 class StatsApi(APIView):
+    @extend_schema_serializer(component_name="Stats")
     class OutputSerializer(serializers.Serializer):
         counts = serializers.DictField(child=serializers.IntegerField())
         oldest_pending_age_seconds = serializers.FloatField()
         sent_last_hour = serializers.IntegerField()
         failed_last_hour = serializers.IntegerField()
 
+    @extend_schema(operation_id="stats", summary="Counts by status, and how long mail waits", responses={
+                   200: OutputSerializer, **schema.ERRORS})  # fmt: skip
     def get(self, request):
         return Response(self.OutputSerializer(selectors.email_stats(api_key=request.auth)).data)

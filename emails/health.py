@@ -1,8 +1,10 @@
-"""/health (the process runs) and /health/ready (its dependencies answer)."""
+"""/health (the process runs), /health/ready (its dependencies answer) and /metrics."""
 
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from mailservice import metrics
 from mailservice.redis import get_redis
 
 
@@ -25,3 +27,7 @@ def ready(request):
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     ok = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
+
+
+def prometheus_metrics(request):
+    return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)

@@ -25,6 +25,7 @@ from emails import queue
 from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
 from emails.fields import attachment_size
 from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Suppression, Template
+from mailservice import metrics
 from providers import failover
 from providers.errors import ProviderError
 from providers.outbox import ID_HEADER
@@ -123,6 +124,7 @@ def email_create(*, api_key: ApiKey | None, **fields: Any) -> Email:
     with transaction.atomic():
         email.save(force_insert=True)
         _publish_when_due([email], now)
+    metrics.ACCEPTED.inc()
     return email
 
 
@@ -145,6 +147,7 @@ def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[
     with transaction.atomic():
         Email.objects.bulk_create(emails)
         _publish_when_due(emails, now)
+    metrics.ACCEPTED.inc(len(emails))
     return results
 
 
@@ -351,6 +354,7 @@ def _record_sent(email: Email, outcome: failover.Outcome, events: list[EmailEven
         sent_at=timezone.now(),
         last_error="",
     )
+    metrics.SENT.labels(outcome.provider).inc()
     log.info("email %s sent via %s (attempt %d)", email.id, outcome.provider, email.attempts)
 
 
@@ -360,7 +364,8 @@ def _record_failed(email: Email, outcome: failover.Outcome, events: list[EmailEv
         last.error.reason if last.error.permanent else f"{last.error.reason} (gave up after {email.attempts} attempts)"
     )
     events[-1] = _event(EmailEvent.Type.FAILED, last.provider, reason)
-    _finish(email, events, status=Status.FAILED, provider=last.provider, last_error=reason)
+    if _finish(email, events, status=Status.FAILED, provider=last.provider, last_error=reason):
+        metrics.FAILED.labels(last.provider).inc()
     log.warning("email %s failed via %s (%s, attempt %d)", email.id, last.provider, last.error.kind, email.attempts)
 
 

@@ -79,6 +79,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "anymail",
     "providers",
     "emails",
@@ -142,6 +144,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "emails.exceptions.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["emails.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": env_str("MAIL_API_THROTTLE", "1000/second")},
 }
 
 # --- mail pipeline ---------------------------------------------------------
@@ -175,6 +180,31 @@ MAIL_MAX_EMAIL_BYTES = 10 * 1024 * 1024
 # A request may be larger than the email it carries (JSON escaping, base64 attachments).
 MAIL_MAX_REQUEST_BYTES = MAIL_MAX_EMAIL_BYTES * 3 // 2
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAIL_MAX_REQUEST_BYTES
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "mailservice API",
+    "DESCRIPTION": "Submit transactional emails and follow them to SENT or FAILED. "
+    "Authenticate with `Authorization: Bearer <key>` (`manage.py create_api_key NAME`).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "mailservice",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+# Metrics of every process (gunicorn workers, Celery children) are summed from files in this folder;
+# prometheus_client reads the variable when it is first imported, after the settings.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / "var" / "prometheus"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 # --- Celery (Redis is the broker; the database is the record) -------------
 CELERY_BROKER_URL = REDIS_URL

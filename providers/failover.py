@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.mail.message import EmailMessage
 
+from mailservice.metrics import SEND_SECONDS
 from providers import circuit, ratelimit
 from providers.errors import ProviderError
 from providers.selection import providers_in_order
@@ -56,7 +57,8 @@ def send(message: EmailMessage, *, ticket: str) -> Outcome:
                     outcome.defer_seconds = wait
                     return outcome
                 time.sleep(wait)
-            outcome.message_id = provider.send(message)
+            with SEND_SECONDS.labels(provider.name).time():
+                outcome.message_id = provider.send(message)
         except ProviderError as error:
             outcome.failed.append(FailedTry(provider.name, error))
             if error.permanent:

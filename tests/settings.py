@@ -7,6 +7,11 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 # Tests that send name their provider (a real SMTP sink); the rest must never reach one.
 os.environ.setdefault("MAIL_PROVIDERS", '[{"name": "memory", "backend": "locmem"}]')
 
+import tempfile
+
+# Metrics files of this run only (the worker processes the tests start inherit it).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mailservice-metrics-"))
+
 from mailservice.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,54 @@
+"""Prometheus metrics. Counters live in PROMETHEUS_MULTIPROC_DIR, so figures from every gunicorn and
+Celery process add up in /metrics; gauges are read from PostgreSQL and Redis at scrape time."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+ACCEPTED = Counter("mailservice_emails_accepted_total", "Emails accepted by the API")
+SENT = Counter("mailservice_emails_sent_total", "Emails a provider accepted", ["provider"])
+FAILED = Counter("mailservice_emails_failed_total", "Emails that ended FAILED", ["provider"])
+SEND_SECONDS = Histogram(
+    "mailservice_send_seconds",
+    "Time a provider took to take (or refuse) one message",
+    ["provider"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class QueueCollector:
+    """Emails by status, queue depth and the oldest due email's wait, read when scraped."""
+
+    def collect(self):
+        from django.db.models import Count, Min
+        from django.utils import timezone
+
+        from emails.models import Email
+        from emails.queue import queue_depth
+
+        by_status = GaugeMetricFamily("mailservice_emails", "Emails by status", labels=["status"])
+        counts = dict(Email.objects.values_list("status").annotate(n=Count("id")).order_by())
+        for status in Email.Status.values:
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+        now = timezone.now()
+        due = Email.objects.filter(status=Email.Status.PENDING, next_attempt_at__lte=now)
+        oldest = due.aggregate(at=Min("next_attempt_at"))["at"]
+        yield GaugeMetricFamily(
+            "mailservice_oldest_pending_age_seconds",
+            "How long the longest-waiting due email has waited",
+            value=(now - oldest).total_seconds() if oldest else 0,
+        )
+        try:
+            depth = queue_depth()
+        except Exception:
+            depth = float("nan")  # Redis down: say so rather than fail the scrape
+        yield GaugeMetricFamily("mailservice_queue_depth", "Messages waiting in the broker", value=depth)
+
+
+def render() -> bytes:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(QueueCollector())
+    return generate_latest(registry)
