@@ -71,7 +71,8 @@ def template_render(*, template: Template, context: dict[str, Any]) -> dict[str,
     try:
         for part, engine in (("subject", _TEXT_ENGINE), ("text", _TEXT_ENGINE), ("html", _HTML_ENGINE)):
             source = getattr(template, part)
-            rendered[part] = engine.from_string(source).render(Context(context)) if source else ""
+            compiled = engine.from_string(source)
+            rendered[part] = compiled.render(Context(context, autoescape=engine.autoescape)) if source else ""
     except TemplateSyntaxError as exc:
         raise ValidationError({"template": [f"Template {template.name!r} does not render: {exc}"]}) from None
     except Exception as exc:  # a context value whose rendering fails (a broken __str__ cannot come from JSON)

@@ -1,0 +1,70 @@
+"""POST /api/v1/emails/batch: up to 500 at once, a constant number of queries, one result per item."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from emails.models import Email
+from tests.conftest import email_payload
+from tests.processes import wait_for
+
+
+def _batch(client, emails: list[dict]):
+    return client.post("/api/v1/emails/batch", {"emails": emails}, format="json")
+
+
+def _queries(client, size: int) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert _batch(client, [email_payload(to=[f"user{n}@example.org"]) for n in range(size)]).status_code == 202
+    return len(queries)
+
+
+@pytest.mark.django_db
+def test_the_query_count_does_not_grow_with_the_batch(alice):
+    assert _queries(alice, 5) == _queries(alice, 500)
+    assert Email.objects.count() == 505
+
+
+@pytest.mark.django_db
+def test_each_item_gets_its_result_in_order_and_valid_items_are_stored(alice):
+    response = _batch(
+        alice, [email_payload(), email_payload(to=["bad@"]), email_payload(template="nope"), email_payload()]
+    )
+
+    assert response.status_code == 202
+    results = response.json()["results"]
+    assert [("id" in r, sorted(r.get("errors", {}))) for r in results] == [
+        (True, []),
+        (False, ["to"]),
+        (False, ["template"]),
+        (True, []),
+    ]
+    assert sorted(str(i) for i in Email.objects.values_list("id", flat=True)) == sorted(
+        [results[0]["id"], results[3]["id"]]
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"emails": []}, "emails"), ({"emails": [email_payload()] * 501}, "emails"), ({"mails": []}, "emails")],
+    ids=["empty", "501 emails", "no emails"],
+)
+def test_a_malformed_batch_is_refused_whole(alice, body, field):
+    response = alice.post("/api/v1/emails/batch", body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Email.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_500_reaches_the_sink(alice, sending_to_sink, services):
+    services.worker()
+
+    response = _batch(alice, [email_payload(to=[f"user{n}@example.org"]) for n in range(500)])
+
+    ids = {r["id"] for r in response.json()["results"]}
+    assert len(ids) == 500
+    wait_for(lambda: Email.objects.filter(status="SENT").count() == 500, timeout=120, what="500 SENT")
+    assert set(sending_to_sink.count_by_id()) == ids
