@@ -51,7 +51,7 @@ def test_what_is_rendered_is_what_is_sent(alice, welcome, sending_to_sink):
 
     [received] = sending_to_sink.received
     assert received.message["Subject"] == "Welcome, Ada!"
-    html = [p for p in received.message.walk() if p.get_content_type() == "text/html"][0]
+    html = next(p for p in received.message.walk() if p.get_content_type() == "text/html")
     assert html.get_payload(decode=True).decode() == "<p>Hello Ada</p>"
 
 

@@ -1,0 +1,42 @@
+"""send_at: the email waits PENDING until then, and goes within seconds after, not at a later sweep."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from emails.models import Email
+from emails.services import emails_sweep_stranded
+from tests.conftest import email_payload, make_emails
+from tests.emails.test_sweep import queued_ids
+from tests.processes import wait_for
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_email_due_in_3_seconds_arrives_between_3_and_8_seconds(alice, sending_to_sink, services):
+    services.worker()
+    submitted = time.time()
+    send_at = (timezone.now() + timedelta(seconds=3)).isoformat()
+
+    email_id = alice.post("/api/v1/emails", email_payload(send_at=send_at), format="json").json()["id"]
+
+    assert Email.objects.get(id=email_id).status == "PENDING"
+    [received] = wait_for(lambda: sending_to_sink.received, timeout=30, what="the email at the sink")
+    assert 3 <= received.at - submitted <= 8, f"arrived {received.at - submitted:.2f}s after submission"
+    assert Email.objects.get(id=email_id).status == "SENT"
+
+
+@pytest.mark.django_db
+def test_the_sweep_publishes_an_email_as_its_time_comes(settings):
+    settings.MAIL_SWEEP_INTERVAL = 60
+    now = timezone.now()
+    [tomorrow] = make_emails(1, send_at=now + timedelta(days=1))
+
+    assert emails_sweep_stranded(now=now).upcoming == 0
+    assert queued_ids() == []  # a day off: nothing waits in the broker for it
+
+    result = emails_sweep_stranded(now=now + timedelta(days=1) - timedelta(seconds=30))
+
+    assert result.upcoming == 1
+    assert queued_ids() == [tomorrow]
