@@ -163,7 +163,6 @@ class EmailCreateApi(APIView):
 
 
 class EmailBatchCreateApi(APIView):
-    @extend_schema_serializer(component_name="EmailBatch")
     class InputSerializer(serializers.Serializer):
         emails = serializers.ListField(
             child=serializers.JSONField(), min_length=1, max_length=500, help_text="Up to 500 bodies of POST /emails."
@@ -174,7 +173,12 @@ class EmailBatchCreateApi(APIView):
         summary="Submit up to 500 emails",
         description='One result per item, in order: the accepted email\'s summary, or `{"errors": {...}}` '
         "for an invalid item. Valid items are stored either way.",
-        request=InputSerializer,
+        # Documented as a list of EmailCreate bodies; each is validated on its own, so one bad item
+        # does not refuse the others.
+        request=inline_serializer(
+            "EmailBatchCreate",
+            {"emails": EmailCreateApi.InputSerializer(many=True, min_length=1, max_length=500)},
+        ),
         parameters=[schema.IDEMPOTENCY_KEY],
         responses={
             202: inline_serializer("BatchResults", {"results": serializers.ListField(child=serializers.JSONField())}),

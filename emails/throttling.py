@@ -1,5 +1,6 @@
 import logging
 
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 log = logging.getLogger(__name__)
@@ -9,6 +10,10 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     """MAIL_API_THROTTLE per API key, counted in the shared Redis cache (all web processes)."""
 
     scope = "api_key"
+
+    def get_rate(self):
+        # Read when the throttle is built (DRF binds its class attribute at import): settings can change.
+        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
 
     def get_cache_key(self, request, view):
         if request.auth is None:

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.http import JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from emails import health
@@ -15,3 +17,13 @@ urlpatterns = [
     path("health/ready", health.ready, name="health-ready"),
     path("metrics", health.prometheus_metrics, name="metrics"),
 ]
+
+
+def not_found(request, exception):
+    """An API client gets JSON for any unknown path under /api/ (a malformed id included), not an HTML page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

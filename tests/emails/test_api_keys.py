@@ -67,3 +67,10 @@ def test_create_api_key_prints_a_working_key_and_stores_only_its_hash(capsys):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     assert client.get("/api/v1/emails").status_code == 200
+
+
+def test_a_malformed_id_is_a_json_404(alice):
+    response = alice.get("/api/v1/emails/not-a-uuid")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
