@@ -100,23 +100,38 @@ class EmailDetailApi(APIView):
 class EmailCreateApi(APIView):
     @extend_schema_serializer(component_name="EmailCreate")
     class InputSerializer(serializers.Serializer):
-        from_email = AddressField(source="from_email")
-        to = AddressListField(min_length=1)
+        from_email = AddressField(source="from_email", help_text="`addr` or `Name <addr>`.")
+        to = AddressListField(min_length=1, help_text="Addresses (or one as a string); with cc and bcc, at most 50.")
         cc = AddressListField(required=False)
         bcc = AddressListField(required=False)
         reply_to = AddressListField(required=False)
-        subject = StrictCharField(single_line=True, max_length=998, required=False)
-        text = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
-        html = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
-        headers = HeadersField(required=False)
-        attachments = serializers.ListField(child=AttachmentSerializer(), required=False, max_length=20)
-        template = StrictCharField(single_line=True, max_length=100, required=False)
-        context = serializers.DictField(required=False)
-        tags = serializers.ListField(
-            child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20
+        subject = StrictCharField(
+            single_line=True, max_length=998, required=False, help_text="Required unless the template gives it."
         )
-        metadata = MetadataField(required=False)
-        send_at = serializers.DateTimeField(required=False, allow_null=True)
+        text = StrictCharField(
+            required=False, allow_blank=True, trim_whitespace=False, help_text="Text and/or html, unless a template."
+        )
+        html = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+        headers = HeadersField(
+            required=False, help_text="Extra headers; not those with their own field; no CR/LF or control characters."
+        )
+        attachments = serializers.ListField(
+            child=AttachmentSerializer(), required=False, max_length=20, help_text="Count towards the 10 MB per email."
+        )
+        template = StrictCharField(
+            single_line=True, max_length=100, required=False, help_text="A stored template's name (see the admin)."
+        )
+        context = serializers.DictField(
+            required=False, help_text="The template's variables; escaped in html, not in subject and text."
+        )
+        tags = serializers.ListField(
+            child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20,
+            help_text="Filter the list with ?tag=.",
+        )  # fmt: skip
+        metadata = MetadataField(required=False, help_text="Up to 50 string values, returned as given.")
+        send_at = serializers.DateTimeField(
+            required=False, allow_null=True, help_text="ISO 8601; the email waits PENDING until then."
+        )
 
         def get_fields(self):
             return _api_name(super().get_fields(), "from_email", "from")

@@ -238,8 +238,9 @@ def email_send(email_id: UUID | str) -> None:
         return  # another worker has it, or it is not due, or it is final
     suppressed = set(Suppression.objects.filter(address__in=email.recipients).values_list("address", flat=True))
     if suppressed and suppressed >= set(email.recipients):
-        _finish(email, [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(suppressed))],
-                status=Status.FAILED, last_error="suppressed")  # fmt: skip
+        if _finish(email, [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(suppressed))],
+                   status=Status.FAILED, last_error="suppressed"):  # fmt: skip
+            metrics.FAILED.labels("").inc()
         log.info("email %s not sent: every recipient is suppressed", email.id)
         return
     try:
