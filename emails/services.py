@@ -229,57 +229,71 @@ def emails_retry_now(*, ids: list[UUID]) -> int:
 
 
 def email_send(email_id: UUID | str) -> None:
-    """One attempt: claim the row, send through the providers (failing over), record the outcome.
+    """One attempt at one email (see emails_send)."""
+    emails_send([email_id])
 
-    Safe to call twice for the same id: only one caller wins the claim.
+
+def emails_send(email_ids: list[UUID | str]) -> None:
+    """One attempt at each email: claim the rows, send each through the providers (failing over),
+    record the outcomes. Claims, suppressions and sends are read and written for all at once.
+
+    Safe to call twice for the same ids: only one caller wins each claim.
     """
-    email = _claim(email_id)
-    if email is None:
-        return  # another worker has it, or it is not due, or it is final
-    suppressed = set(Suppression.objects.filter(address__in=email.recipients).values_list("address", flat=True))
-    if suppressed and suppressed >= set(email.recipients):
-        if _finish(email, [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(suppressed))],
-                   status=Status.FAILED, last_error="suppressed"):  # fmt: skip
-            metrics.FAILED.labels("").inc()
-        log.info("email %s not sent: every recipient is suppressed", email.id)
+    emails = _claim(email_ids)  # others are someone else's, not due yet, or final
+    if not emails:
         return
+    recipients = {address for email in emails for address in email.recipients}
+    suppressed = set(Suppression.objects.filter(address__in=recipients).values_list("address", flat=True))
+    permits: dict = {}  # closed breakers, asked once per batch
+    sent = []
+    for email in emails:
+        left_out = suppressed.intersection(email.recipients)
+        events = [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(left_out))] if left_out else []
+        if left_out and left_out >= set(email.recipients):
+            if _finish(email, events, status=Status.FAILED, last_error="suppressed"):
+                metrics.FAILED.labels("").inc()
+            log.info("email %s not sent: every recipient is suppressed", email.id)
+            continue
+        outcome = _attempt(email, left_out, permits)
+        events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
+        for failed in outcome.failed:
+            log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
+        if outcome.sent:
+            sent.append((email, outcome, events))  # recorded together, below
+        elif outcome.permanent or (outcome.failed and not email.can_retry()):
+            _record_failed(email, outcome, events)
+        elif outcome.failed:
+            _record_retry(email, outcome, events)
+        else:
+            _defer(email, outcome.defer_seconds or 0)
+    _record_sent(sent)
+
+
+def _attempt(email: Email, left_out: set[str], permits: dict) -> failover.Outcome:
     try:
-        outcome = failover.send(build_message(email, leave_out=suppressed), ticket=str(email.id))
+        message = build_message(email, leave_out=left_out)
+        return failover.send(message, ticket=str(email.id), permits=permits)
     except Exception as exc:
         # A bug or an unexpected failure must still end in an outcome, not a lease left to expire.
-        log.error(
-            "email %s: unexpected %s while sending", email.id, type(exc).__name__
-        )  # no message: it may quote content
+        # No message in the log: it may quote content.
+        log.error("email %s: unexpected %s while sending", email.id, type(exc).__name__)
         error = ProviderError(f"internal error: {type(exc).__name__}", permanent=False)
-        outcome = failover.Outcome(failed=[failover.FailedTry("", error)])
-    events = [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(suppressed))] if suppressed else []
-    events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
-    for failed in outcome.failed:
-        log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
-    if outcome.sent:
-        _record_sent(email, outcome, events)
-    elif outcome.permanent or (outcome.failed and not email.can_retry()):
-        _record_failed(email, outcome, events)
-    elif outcome.failed:
-        _record_retry(email, outcome, events)
-    else:
-        _defer(email, outcome.defer_seconds or 0)
+        return failover.Outcome(failed=[failover.FailedTry("", error)])
 
 
-def _claim(email_id: UUID | str) -> Email | None:
+def _claim(email_ids: list[UUID | str]) -> list[Email]:
     now = timezone.now()
     lease = now + timedelta(seconds=settings.MAIL_LEASE_SECONDS)
     # One statement: the conditional update is the lock, RETURNING saves a second query.
-    claimed = list(
+    return list(
         Email.objects.raw(
             f"""UPDATE {Email._meta.db_table}
                    SET status = %s, attempts = attempts + 1, lease_until = %s, updated_at = %s
-                 WHERE id = %s AND status = %s AND next_attempt_at <= %s
+                 WHERE id = ANY(%s::uuid[]) AND status = %s AND next_attempt_at <= %s
              RETURNING *""",  # noqa: S608 - the table name is ours, the values are parameters
-            [Status.PROCESSING, lease, now, str(email_id), Status.PENDING, now + DUE_TOLERANCE],
+            [Status.PROCESSING, lease, now, [str(i) for i in email_ids], Status.PENDING, now + DUE_TOLERANCE],
         )
     )
-    return claimed[0] if claimed else None
 
 
 def _listed(addresses: set[str]) -> str:
@@ -321,43 +335,79 @@ def _event(type: str, provider: str = "", detail: str = "") -> EmailEvent:
 
 
 def _finish(email: Email, events: list[EmailEvent], **fields: Any) -> bool:
-    """Writes the attempt's outcome if this worker's claim still holds; False when it was taken back."""
+    """Writes one attempt's outcome if this worker's claim still holds; False when it was taken back."""
     now = timezone.now()
+
+    def write() -> int:
+        with transaction.atomic():
+            updated = Email.objects.filter(id=email.id, status=Status.PROCESSING, lease_until=email.lease_until).update(
+                lease_until=None, updated_at=now, **fields
+            )
+            if updated:
+                for event in events:
+                    event.email_id, event.at = email.id, now
+                EmailEvent.objects.bulk_create(events)
+        return updated
+
+    if not _retrying_db_blips(write, email_id=email.id):
+        log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
+        return False
+    return True
+
+
+def _record_sent(sent: list[tuple[Email, failover.Outcome, list[EmailEvent]]]) -> None:
+    """Marks the sent emails SENT in one UPDATE, each only while its claim still holds, and stores
+    their events in one INSERT."""
+    if not sent:
+        return
+    now = timezone.now()
+    rows = ", ".join(["(%s::uuid, %s, %s, %s::timestamptz)"] * len(sent))
+    params = [value for email, o, _ in sent for value in (str(email.id), o.provider, o.message_id, email.lease_until)]
+
+    def write() -> set[str]:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"""UPDATE {Email._meta.db_table} AS e
+                       SET status = %s, provider = v.provider, provider_message_id = v.message_id,
+                           sent_at = %s, last_error = '', lease_until = NULL, updated_at = %s
+                      FROM (VALUES {rows}) AS v (id, provider, message_id, lease)
+                     WHERE e.id = v.id AND e.status = %s AND e.lease_until = v.lease
+                 RETURNING e.id""",  # noqa: S608 - table name and placeholders are ours
+                [Status.SENT, now, now, *params, Status.PROCESSING],
+            )
+            recorded = {str(row[0]) for row in cursor.fetchall()}
+            events = []
+            for email, outcome, email_events in sent:
+                if str(email.id) in recorded:
+                    sent_event = _event(EmailEvent.Type.SENT, outcome.provider, outcome.message_id)
+                    for event in [*email_events, sent_event]:
+                        event.email_id, event.at = email.id, now
+                        events.append(event)
+            EmailEvent.objects.bulk_create(events)
+        return recorded
+
+    recorded = _retrying_db_blips(write, email_id=sent[0][0].id)
+    for email, outcome, _ in sent:
+        if str(email.id) in recorded:
+            metrics.SENT.labels(outcome.provider).inc()
+        else:
+            log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
+    log.info("sent %d email(s): %s", len(recorded), " ".join(sorted(recorded)))
+
+
+def _retrying_db_blips(write: Callable[[], Any], *, email_id: UUID) -> Any:
+    """Runs `write`, again through a database blip of a few seconds: a message already out must not
+    become a resend because its outcome could not be recorded."""
     for delay in FINISH_RETRY_DELAYS:
         try:
-            with transaction.atomic():
-                updated = Email.objects.filter(
-                    id=email.id, status=Status.PROCESSING, lease_until=email.lease_until
-                ).update(lease_until=None, updated_at=now, **fields)
-                if updated:
-                    for event in events:
-                        event.email_id, event.at = email.id, now
-                    EmailEvent.objects.bulk_create(events)
-            break
+            return write()
         except (OperationalError, InterfaceError):
-            # The message may be out already: a database blip must not turn it into a resend.
             if delay is None:
                 raise
-            log.warning("email %s: database unavailable while recording the outcome; retrying", email.id)
+            log.warning("email %s: database unavailable while recording the outcome; retrying", email_id)
             connection.close()
             time.sleep(delay)
-    if not updated:
-        log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
-    return bool(updated)
-
-
-def _record_sent(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> None:
-    _finish(
-        email,
-        [*events, _event(EmailEvent.Type.SENT, outcome.provider, outcome.message_id)],
-        status=Status.SENT,
-        provider=outcome.provider,
-        provider_message_id=outcome.message_id,
-        sent_at=timezone.now(),
-        last_error="",
-    )
-    metrics.SENT.labels(outcome.provider).inc()
-    log.info("email %s sent via %s (attempt %d)", email.id, outcome.provider, email.attempts)
+    return None
 
 
 def _record_failed(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> None:

@@ -7,8 +7,7 @@ from providers.selection import close_all
 
 @shared_task
 def send_emails(email_ids: list[str]) -> None:
-    for email_id in email_ids:
-        services.email_send(email_id)
+    services.emails_send(email_ids)
 
 
 @shared_task

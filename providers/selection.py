@@ -35,18 +35,21 @@ def _pick_by_weight(group: list[Provider]) -> Provider:
     return chosen
 
 
-def providers_in_order() -> Iterator[tuple[Provider, circuit.Permit]]:
+def providers_in_order(permits: dict[str, circuit.Permit]) -> Iterator[tuple[Provider, circuit.Permit]]:
     """Yields the providers to try for one attempt, best first, each with its breaker's permit.
 
     The breaker is asked only for the provider about to be tried, so a half-open breaker's
-    single probe is never claimed by a provider that is then not used.
+    single probe is never claimed by a provider that is then not used. A closed breaker's permit
+    is kept in `permits` (one batch's), so the next sends of the batch need not ask again.
     """
     for _, members in groupby(all_providers(), key=lambda p: p.config.priority):
         group = list(members)
         while group:
             provider = _pick_by_weight(group) if len(group) > 1 else group[0]
             group.remove(provider)
-            permit = circuit.allow(provider.name)
+            permit = permits.get(provider.name) or circuit.allow(provider.name)
+            if permit.allowed and not permit.probe and not permit.failures:
+                permits[provider.name] = permit
             if permit.allowed:
                 yield provider, permit
 
