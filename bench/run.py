@@ -1,0 +1,455 @@
+"""`make bench`: mailservice and its peers measured side by side in one run, on loopback.
+
+Starts its own sinks (Postfix's smtp-sink for 0 ms, an aiosmtpd sink for 20 ms), Celery workers and
+gunicorn against databases of its own, verifies every delivery at the sink (lost and duplicated
+emails are counted by their id header), prints a table and writes var/bench/results-<time>.json.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "var" / "bench"
+POSTFIX = OUT / "postfix"
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+DB = "mailservice_bench"
+PO_DB = "postoffice_bench"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "8"))
+DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
+SCRATCH = Path(tempfile.mkdtemp(prefix="mailservice-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="mailservice.settings",
+    DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB}",
+    REDIS_URL=REDIS_URL,
+    LOG_LEVEL="WARNING",
+    PROMETHEUS_MULTIPROC_DIR=str(SCRATCH / "prometheus"),
+    MAIL_PROVIDERS='[{"name": "sink", "backend": "locmem"}]',
+)
+(SCRATCH / "prometheus").mkdir()
+
+children: list[subprocess.Popen] = []
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def start(args: list[str], env: dict | None = None, log: str = "process") -> subprocess.Popen:
+    out = open(SCRATCH / f"{log}.log", "ab")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=out,
+                               start_new_session=True)  # fmt: skip
+    children.append(process)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if process in children:
+        children.remove(process)
+
+
+def stop_all() -> None:
+    for process in list(children):
+        stop(process)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(interval)
+    return result
+
+
+def log_has(name: str, text: str) -> bool:
+    return any(text in Path(p).read_text(errors="replace") for p in glob.glob(str(SCRATCH / f"{name}*.log")))
+
+
+# --- sinks ---------------------------------------------------------------------------------------
+
+
+def ensure_smtp_sink() -> Path:
+    """Postfix's smtp-sink, extracted from Debian's package (no MTA is installed or started)."""
+    binary = POSTFIX / "usr" / "sbin" / "smtp-sink"
+    if not binary.exists():
+        download = Path(tempfile.mkdtemp())
+        fetched = subprocess.run(["apt-get", "download", "postfix"], cwd=download, capture_output=True, text=True)
+        if fetched.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(["apt-get", "download", "postfix"], cwd=download, check=True)
+        deb = next(download.glob("postfix_*.deb"))
+        POSTFIX.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg", "-x", str(deb), str(POSTFIX)], check=True)
+    return binary
+
+
+class SmtpSink:
+    """Postfix's smtp-sink, dumping each message to a file: ids and arrival times are read back."""
+
+    def __init__(self, name: str) -> None:
+        self.port = free_port()
+        self.dump = SCRATCH / f"dump-{name}"
+        self.dump.mkdir()
+        binary = ensure_smtp_sink()
+        env = {"LD_LIBRARY_PATH": str(POSTFIX / "usr" / "lib" / "postfix")}
+        self.process = start([str(binary), "-u", "root", "-d", f"{self.dump}/%H%M%S.", f"127.0.0.1:{self.port}",
+                              "1000"], env=env, log=f"smtp-sink-{name}")  # fmt: skip
+        wait_for(lambda: _accepts(self.port), 10, "smtp-sink")
+
+    def arrivals(self) -> list[tuple[str, float]]:
+        found = []
+        for path in self.dump.iterdir():
+            with path.open("rb") as f:
+                head = f.read(4096)
+            email_id = "-"
+            for line in head.split(b"\n"):
+                name, _, value = line.partition(b":")
+                if name.lower() in (b"x-mailservice-id", b"x-bench-id"):
+                    email_id = value.strip().decode()
+                    break
+            found.append((email_id, path.stat().st_mtime))
+        return found
+
+    def count(self) -> int:
+        return sum(1 for _ in self.dump.iterdir())
+
+    def close(self) -> None:
+        stop(self.process)
+
+
+class LatencySink:
+    """The aiosmtpd sink of bench/sink.py, answering each message after `latency` seconds."""
+
+    def __init__(self, name: str, latency: float) -> None:
+        self.port = free_port()
+        self.out = SCRATCH / f"arrivals-{name}.txt"
+        self.process = start([PYTHON, "-m", "bench.sink", str(self.port), str(latency), str(self.out)],
+                             log=f"sink-{name}")  # fmt: skip
+        wait_for(lambda: _accepts(self.port), 10, "aiosmtpd sink")
+
+    def arrivals(self) -> list[tuple[str, float]]:
+        stop(self.process)
+        return [(i, float(t)) for i, t in (line.split() for line in self.out.read_text().splitlines())]
+
+
+def _accepts(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def verify(arrivals: list[tuple[str, float]], expected: set[str]) -> dict:
+    counts = Counter(i for i, _ in arrivals)
+    times = sorted(t for _, t in arrivals)
+    span = (times[-1] - times[0]) if len(times) > 1 else 0.0
+    return {
+        "delivered": len(set(counts) & expected),
+        "lost": len(expected - set(counts)),
+        "duplicates": sum(counts.values()) - len(counts),
+        "seconds": span,
+        "per_second": len(arrivals) / span if span else 0.0,
+    }
+
+
+# --- databases -----------------------------------------------------------------------------------
+
+
+def recreate_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="postgres", user="postgres", host="127.0.0.1")
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def setup_databases() -> None:
+    recreate_database(DB)
+    recreate_database(PO_DB)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    subprocess.run([PYTHON, "-m", "django", "migrate", "-v0", "--settings", "bench.postoffice_settings"],
+                   cwd=ROOT, check=True)  # fmt: skip
+    import django
+
+    django.setup()
+
+
+def reset_mailservice(providers: list[dict]) -> None:
+    from django.db import connection
+
+    from mailservice.redis import get_redis
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE emails_emailevent, emails_email, emails_idempotencykey CASCADE")
+    get_redis().flushdb()
+    os.environ["MAIL_PROVIDERS"] = json.dumps(providers)
+
+
+def reset_postoffice() -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname=PO_DB, user="postgres", host="127.0.0.1")
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("TRUNCATE post_office_log, post_office_email, post_office_attachment_emails CASCADE")
+    conn.close()
+
+
+def accepted_emails(count: int) -> list[str]:
+    """`count` PENDING emails stored as the API stores them, not yet published."""
+    from django.utils import timezone
+
+    from emails.models import Email
+
+    now = timezone.now()
+    emails = [Email(from_email="Shop <shop@example.com>", to=["alice@example.org"], recipients=["alice@example.org"],
+                    subject="Your order", text="Thank you for your order.", created_at=now, next_attempt_at=now)
+              for _ in range(count)]  # fmt: skip
+    Email.objects.bulk_create(emails, batch_size=2000)
+    return [str(e.id) for e in emails]
+
+
+def sent_count() -> int:
+    from emails.models import Email
+
+    return Email.objects.filter(status=Email.Status.SENT).count()
+
+
+def start_workers(count: int = 1, concurrency: int = WORKER_CONCURRENCY, name: str = "worker") -> list:
+    workers = []
+    for n in range(count):
+        log = f"{name}-{n}-{time.monotonic_ns()}"
+        workers.append(start([str(BIN / "celery"), "-A", "mailservice", "worker", "--concurrency", str(concurrency),
+                              "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                              "--hostname", f"{log}@%h"], log=log))  # fmt: skip
+        wait_for(lambda log=log: log_has(log, " ready."), 60, "a worker to be ready")
+    return workers
+
+
+def rss_mb(process: subprocess.Popen) -> float:
+    """Resident memory of a process and all its children, in MB."""
+    pids, total = [process.pid], 0
+    while pids:
+        pid = pids.pop()
+        try:
+            total += int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS")).split()[1])
+            pids += [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+        except (FileNotFoundError, StopIteration, ProcessLookupError):
+            pass
+    return total / 1024
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+
+def deliver_mailservice(sink, count: int) -> tuple[dict, float]:
+    from emails import queue
+
+    reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
+    ids = accepted_emails(count)
+    [worker] = start_workers()
+    queue.publish(ids)
+    wait_for(lambda: sent_count() == count, 600, "every email SENT", interval=0.2)
+    memory = rss_mb(worker)
+    stop(worker)
+    return verify(sink.arrivals(), set(ids)), memory
+
+
+def deliver_postoffice(sink, count: int) -> dict:
+    reset_postoffice()
+    env = {"SINK_PORT": str(sink.port), "DJANGO_SETTINGS_MODULE": "bench.postoffice_settings"}
+    subprocess.run([PYTHON, "-m", "bench.postoffice_enqueue", str(count), "many"], cwd=ROOT, check=True,
+                   env={**os.environ, **env}, capture_output=True)  # fmt: skip
+    subprocess.run([PYTHON, "-m", "django", "send_queued_mail", "--processes", "2"], cwd=ROOT, check=True,
+                   env={**os.environ, **env}, capture_output=True)  # fmt: skip
+    return verify(sink.arrivals(), {f"po-{n}" for n in range(count)})
+
+
+def postoffice_enqueue(count: int, mode: str) -> float:
+    reset_postoffice()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.postoffice_settings"}
+    done = subprocess.run([PYTHON, "-m", "bench.postoffice_enqueue", str(count), mode], cwd=ROOT, check=True,
+                          env=env, capture_output=True, text=True)  # fmt: skip
+    return count / json.loads(done.stdout)["seconds"]
+
+
+def smtplib_ceiling(count: int) -> dict:
+    sink = SmtpSink("ceiling")
+    subprocess.run([PYTHON, "-m", "bench.smtplib_ceiling", str(sink.port), str(count), "2"], cwd=ROOT, check=True)
+    result = verify(sink.arrivals(), {f"ceiling-{n}" for n in range(count)})
+    sink.close()
+    return result
+
+
+def http_ingest(key: str, url: str) -> dict:
+    def load(*args) -> dict:
+        done = subprocess.run([PYTHON, "-m", "bench.load", url, key, *map(str, args)], cwd=ROOT, check=True,
+                              capture_output=True, text=True)  # fmt: skip
+        return json.loads(done.stdout)
+
+    return {
+        "single": load("single", 16, 10),
+        "rate_200": load("rate", 200, 10),
+        "batch": load("batch", 2, 40, 500),
+    }
+
+
+def end_to_end(url: str, key: str, sink, count: int) -> dict:
+    from emails.models import Email
+
+    workers = start_workers()
+    started = time.time()
+    done = subprocess.run([PYTHON, "-m", "bench.load", url, key, "batch", "2", str(count // 500), "500"], cwd=ROOT,
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    wait_for(lambda: sent_count() == count, 600, "every email SENT", interval=0.2)
+    arrivals = sink.arrivals()
+    for worker in workers:
+        stop(worker)
+    result = verify(arrivals, {str(i) for i in Email.objects.values_list("id", flat=True)})
+    result["per_second"] = count / (max(t for _, t in arrivals) - started)  # from the first request
+    result["ingest"] = json.loads(done.stdout)
+    return result
+
+
+def rate_limit_accuracy(rate: int, burst: int, count: int) -> dict:
+    from emails import queue
+
+    sink = LatencySink("ratelimit", 0)
+    provider = {"name": "limited", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port},
+                "rate_limit": rate, "burst": burst}  # fmt: skip
+    reset_mailservice([provider])
+    ids = accepted_emails(count)
+    workers = start_workers(3, concurrency=1, name="ratelimited")
+    queue.publish(ids)
+    wait_for(lambda: sent_count() == count, 120, "every email SENT", interval=0.2)
+    for worker in workers:
+        stop(worker)
+    arrivals = sink.arrivals()
+    times = sorted(t for _, t in arrivals)
+    import bisect
+
+    peak = max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+    return {**verify(arrivals, set(ids)), "busiest_second": peak, "limit": rate, "burst": burst}
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    began = time.time()
+    results: dict = {"cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "emails": DELIVERY_COUNT}
+    setup_databases()
+    n = DELIVERY_COUNT
+
+    print(f"1. delivery of {n} accepted emails, 0 ms sink", flush=True)
+    sink = SmtpSink("ours-0ms")
+    results["delivery_0ms"], results["worker_rss_mb"] = deliver_mailservice(sink, n)
+    sink.close()
+    sink = SmtpSink("postoffice-0ms")
+    results["postoffice_0ms"] = deliver_postoffice(sink, n)
+    sink.close()
+    results["smtplib_ceiling"] = smtplib_ceiling(n)
+
+    print(f"2. delivery of {n} accepted emails, 20 ms sink", flush=True)
+    results["delivery_20ms"], _ = deliver_mailservice(LatencySink("ours-20ms", 0.02), n)
+    results["postoffice_20ms"] = deliver_postoffice(LatencySink("postoffice-20ms", 0.02), n)
+
+    print("3-5. HTTP ingest and end to end", flush=True)
+    sink = SmtpSink("e2e")
+    reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
+    from emails.services import api_key_create
+
+    _, key = api_key_create(name="bench")
+    port = free_port()
+    start([str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "4"], log="web")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _accepts(port), 30, "gunicorn")
+    results["ingest"] = http_ingest(key, url)
+    results["postoffice_enqueue_one"] = postoffice_enqueue(2000, "one")
+    results["postoffice_enqueue_many"] = postoffice_enqueue(10000, "many")
+    reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
+    _, key = api_key_create(name="bench")
+    results["end_to_end"] = end_to_end(url, key, sink, n)
+    sink.close()
+
+    print("6. rate limit accuracy", flush=True)
+    results["rate_limit"] = rate_limit_accuracy(200, 10, 2000)
+    results["seconds"] = time.time() - began
+    report(results)
+
+
+def report(r: dict) -> None:
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "-"
+
+    ours0, po0, ceil = r["delivery_0ms"], r["postoffice_0ms"], r["smtplib_ceiling"]
+    ours20, po20 = r["delivery_20ms"], r["postoffice_20ms"]
+    ingest, e2e, rl = r["ingest"], r["end_to_end"], r["rate_limit"]
+    rows = [
+        ("1. delivery, 0 ms sink (emails/s)", ours0["per_second"], po0["per_second"], ratio(ours0["per_second"], po0["per_second"])),
+        ("   vs smtplib ceiling (emails/s)", ours0["per_second"], ceil["per_second"], ratio(ours0["per_second"], ceil["per_second"])),
+        ("2. delivery, 20 ms sink (emails/s)", ours20["per_second"], po20["per_second"], ratio(ours20["per_second"], po20["per_second"])),
+        ("3. single ingest, 16 conc. (req/s)", ingest["single"]["requests_per_second"], r["postoffice_enqueue_one"], "(peer: mail.send, no HTTP)"),
+        ("   p50 / p99 at 16 conc. (ms)", f'{ingest["single"]["p50_ms"]:.1f} / {ingest["single"]["p99_ms"]:.1f}', "-", ""),
+        ("   p99 at 200 req/s (ms)", ingest["rate_200"]["p99_ms"], "-", "target < 25"),
+        ("4. batch ingest, 500/req (emails/s)", ingest["batch"]["emails_per_second"], r["postoffice_enqueue_many"], "(peer: mail.send_many, no HTTP)"),
+        ("5. end to end, HTTP batches (emails/s)", e2e["per_second"], "-", ""),
+        ("6. rate limit 200/s + burst 10 (peak/s)", rl["busiest_second"], rl["limit"] + rl["burst"], "peak <= limit + burst"),
+        ("7. worker RSS after 1 (MB)", r["worker_rss_mb"], "-", f'{r["worker_concurrency"]} processes'),
+    ]  # fmt: skip
+    print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s\n")
+    print(f"{'scenario':42} {'mailservice':>12} {'peer':>12}  ratio")
+    for name, ours, peer, note in rows:
+        fmt = lambda v: f"{v:12.1f}" if isinstance(v, float | int) else f"{v:>12}"  # noqa: E731
+        print(f"{name:42} {fmt(ours)} {fmt(peer)}  {note}")
+    print("\ndelivery checks (lost / duplicates):")
+    for name in ("delivery_0ms", "postoffice_0ms", "smtplib_ceiling", "delivery_20ms", "postoffice_20ms",
+                 "end_to_end", "rate_limit"):  # fmt: skip
+        print(f"  {name:18} lost {r[name]['lost']}, duplicates {r[name]['duplicates']}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(r, indent=2))
+    shutil.copy(path, OUT / "latest.json")
+    print(f"\nfigures: {path}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
+        shutil.rmtree(SCRATCH, ignore_errors=True)
