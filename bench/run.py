@@ -48,7 +48,7 @@ children: list[subprocess.Popen] = []
 
 
 def start(args: list[str], env: dict | None = None, log: str = "process") -> subprocess.Popen:
-    out = open(SCRATCH / f"{log}.log", "ab")  # noqa: SIM115 - closed with the process
+    out = open(SCRATCH / f"{log}.log", "ab")
     process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=out,
                                start_new_session=True)  # fmt: skip
     children.append(process)
