@@ -203,27 +203,30 @@ class EmailBatchCreateApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # Each item is validated exactly as POST /emails validates its body (one serializer for all:
+        # building one per item would copy its fields 500 times).
+        bodies = serializer.validated_data["emails"]
+        validator = EmailCreateApi.InputSerializer()
         items, errors = [], {}
-        for index, item in enumerate(serializer.validated_data["emails"]):
-            # Each item is validated exactly as POST /emails validates its body.
-            item_serializer = EmailCreateApi.InputSerializer(data=item)
-            if item_serializer.is_valid():
-                items.append(item_serializer.validated_data)
-            else:
-                errors[index] = item_serializer.errors
+        for index, body in enumerate(bodies):
+            try:
+                items.append(validator.run_validation(body))
+            except serializers.ValidationError as exc:
+                errors[index] = exc.detail
                 items.append(None)
 
         def produce():
-            created = iter(email_create_batch(api_key=request.auth, items=[i for i in items if i is not None]))
+            outcomes = email_create_batch(api_key=request.auth, items=[i for i in items if i is not None])
+            accepted = [o for o in outcomes if isinstance(o, Email)]
+            summaries = iter(EmailListApi.OutputSerializer(accepted, many=True).data)  # one serializer for all
+            created = iter(outcomes)
             results = []
             for index, item in enumerate(items):
-                outcome = next(created) if item is not None else None
                 if item is None:
                     results.append({"errors": errors[index]})
-                elif isinstance(outcome, Email):
-                    results.append(EmailListApi.OutputSerializer(outcome).data)
-                else:
-                    results.append({"errors": outcome})
+                    continue
+                outcome = next(created)
+                results.append(next(summaries) if isinstance(outcome, Email) else {"errors": outcome})
             return status.HTTP_202_ACCEPTED, {"results": results}
 
         return _idempotently(request, produce)

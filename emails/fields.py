@@ -49,8 +49,23 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+# The common shapes, "addr" and "Plain Name <addr>", which need no RFC 5322 parser (a tenth of its time).
+_PLAIN_ADDRESS = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+PLAIN = re.compile(
+    rf"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9 _-]*?) +<(?P<inner>{_PLAIN_ADDRESS})>|(?P<bare>{_PLAIN_ADDRESS}))$"
+)
+
+
 def normalize_address(value: str) -> str:
     """'addr' or 'Name <addr>' → the same, normalised; raises ValidationError."""
+    plain = PLAIN.match(value)
+    if plain:
+        addr = plain["inner"] or plain["bare"]
+        try:
+            validate_email(addr)
+        except DjangoValidationError:
+            raise serializers.ValidationError(f"{value!r} is not a valid email address.") from None
+        return f"{plain['name']} <{addr}>" if plain["name"] else addr
     _refuse_line_breaks(value)
     parsed = getaddresses([value])
     if len(parsed) != 1 or not parsed[0][1]:

@@ -285,11 +285,13 @@ def _claim(email_ids: list[UUID | str]) -> list[Email]:
     now = timezone.now()
     lease = now + timedelta(seconds=settings.MAIL_LEASE_SECONDS)
     # One statement: the conditional update is the lock, RETURNING saves a second query.
+    # `status || ''` keeps the planner on the primary key: matched against the partial index of
+    # PENDING rows, with statistics a bulk insert has not reached yet, it would scan every pending row.
     return list(
         Email.objects.raw(
             f"""UPDATE {Email._meta.db_table}
                    SET status = %s, attempts = attempts + 1, lease_until = %s, updated_at = %s
-                 WHERE id = ANY(%s::uuid[]) AND status = %s AND next_attempt_at <= %s
+                 WHERE id = ANY(%s::uuid[]) AND status || '' = %s AND next_attempt_at <= %s
              RETURNING *""",  # noqa: S608 - the table name is ours, the values are parameters
             [Status.PROCESSING, lease, now, [str(i) for i in email_ids], Status.PENDING, now + DUE_TOLERANCE],
         )
