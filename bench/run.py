@@ -27,7 +27,8 @@ BIN = Path(PYTHON).parent
 DB = "mailservice_bench"
 PO_DB = "postoffice_bench"
 REDIS_URL = "redis://127.0.0.1:6379/13"
-WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "8"))
+WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
+os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
 SCRATCH = Path(tempfile.mkdtemp(prefix="mailservice-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 
@@ -261,14 +262,17 @@ def start_workers(count: int = 1, concurrency: int = WORKER_CONCURRENCY, name: s
 
 
 def rss_mb(process: subprocess.Popen) -> float:
-    """Resident memory of a process and all its children, in MB."""
+    """Memory of a process and all its children, in MB: proportional set size, so pages a forked child
+    shares with its parent count once."""
     pids, total = [process.pid], 0
     while pids:
         pid = pids.pop()
         try:
-            total += int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS")).split()[1])
-            pids += [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-        except (FileNotFoundError, StopIteration, ProcessLookupError):
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += int(next(line for line in f if line.startswith("Pss:")).split()[1])
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, StopIteration, ProcessLookupError, PermissionError):
             pass
     return total / 1024
 
@@ -371,7 +375,8 @@ def rate_limit_accuracy(rate: int, burst: int, count: int) -> dict:
 
 def main() -> None:
     began = time.time()
-    results: dict = {"cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "emails": DELIVERY_COUNT}
+    results: dict = {"cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "emails": DELIVERY_COUNT,
+                     "send_threads": int(os.environ["MAIL_SEND_THREADS"])}  # fmt: skip
     setup_databases()
     n = DELIVERY_COUNT
 
@@ -429,7 +434,7 @@ def report(r: dict) -> None:
         ("4. batch ingest, 500/req (emails/s)", ingest["batch"]["emails_per_second"], r["postoffice_enqueue_many"], "(peer: mail.send_many, no HTTP)"),
         ("5. end to end, HTTP batches (emails/s)", e2e["per_second"], "-", ""),
         ("6. rate limit 200/s + burst 10 (peak/s)", rl["busiest_second"], rl["limit"] + rl["burst"], "peak <= limit + burst"),
-        ("7. worker RSS after 1 (MB)", r["worker_rss_mb"], "-", f'{r["worker_concurrency"]} processes'),
+        ("7. worker memory after 1 (PSS, MB)", r["worker_rss_mb"], "-", f'{r["worker_concurrency"]} processes x {r["send_threads"]} send threads'),
     ]  # fmt: skip
     print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s\n")
     print(f"{'scenario':42} {'mailservice':>12} {'peer':>12}  ratio")

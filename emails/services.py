@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -245,7 +246,7 @@ def emails_send(email_ids: list[UUID | str]) -> None:
     recipients = {address for email in emails for address in email.recipients}
     suppressed = set(Suppression.objects.filter(address__in=recipients).values_list("address", flat=True))
     permits: dict = {}  # closed breakers, asked once per batch
-    sent = []
+    to_send = []
     for email in emails:
         left_out = suppressed.intersection(email.recipients)
         events = [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(left_out))] if left_out else []
@@ -253,8 +254,11 @@ def emails_send(email_ids: list[UUID | str]) -> None:
             if _finish(email, events, status=Status.FAILED, last_error="suppressed"):
                 metrics.FAILED.labels("").inc()
             log.info("email %s not sent: every recipient is suppressed", email.id)
-            continue
-        outcome = _attempt(email, left_out, permits)
+        else:
+            to_send.append((email, left_out, events))
+    outcomes = _send_pool().map(lambda item: _attempt(item[0], item[1], permits), to_send)
+    sent = []
+    for (email, _, events), outcome in zip(to_send, outcomes, strict=True):
         events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
         for failed in outcome.failed:
             log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
@@ -267,6 +271,18 @@ def emails_send(email_ids: list[UUID | str]) -> None:
         else:
             _defer(email, outcome.defer_seconds or 0)
     _record_sent(sent)
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _send_pool() -> ThreadPoolExecutor:
+    """This process's senders: MAIL_SEND_THREADS provider calls overlap while one waits on the network.
+    Only the provider calls run there; the database is read and written by the task's own thread."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(settings.MAIL_SEND_THREADS, thread_name_prefix="send")
+    return _pool
 
 
 def _attempt(email: Email, left_out: set[str], permits: dict) -> failover.Outcome:

@@ -161,6 +161,8 @@ MAIL_RETRY_BACKOFF = env_number("MAIL_RETRY_BACKOFF", 10)
 MAIL_RETRY_BACKOFF_MAX = 3600
 MAIL_LEASE_SECONDS = env_number("MAIL_LEASE_SECONDS", 300, minimum=1)
 MAIL_SWEEP_INTERVAL = env_number("MAIL_SWEEP_INTERVAL", 60, minimum=0.1)
+# Provider calls that overlap in each worker process (threads): latency-bound providers need them.
+MAIL_SEND_THREADS = env_int("MAIL_SEND_THREADS", 4, minimum=1)
 # Circuit breaker per provider: open after this many consecutive transient failures, for this long.
 MAIL_CIRCUIT_THRESHOLD = env_int("MAIL_CIRCUIT_THRESHOLD", 5, minimum=1)
 MAIL_CIRCUIT_COOLDOWN = env_number("MAIL_CIRCUIT_COOLDOWN", 30, minimum=0.1)

@@ -5,6 +5,7 @@ Providers live once per process, so their connections and round-robin state are 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from itertools import groupby
 
@@ -16,13 +17,21 @@ from providers import circuit
 from providers.base import Provider
 from providers.registry import parse_providers
 
-_providers: list[Provider] = []  # this process's providers, lowest priority first, built on first use
+# Each sending thread has its own providers (an SMTP connection serves one sender at a time),
+# lowest priority first, built on first use; all of them are listed for close_all().
+_local = threading.local()
+_all: list[list[Provider]] = []
+_lock = threading.Lock()
 
 
 def all_providers() -> list[Provider]:
-    if not _providers:
-        _providers.extend(Provider(config) for config in parse_providers(settings.MAIL_PROVIDERS))
-    return _providers
+    providers = getattr(_local, "providers", None)
+    if providers is None:
+        providers = [Provider(config) for config in parse_providers(settings.MAIL_PROVIDERS)]
+        with _lock:
+            _all.append(providers)
+        _local.providers = providers
+    return providers
 
 
 def _pick_by_weight(group: list[Provider]) -> Provider:
@@ -55,13 +64,18 @@ def providers_in_order(permits: dict[str, circuit.Permit]) -> Iterator[tuple[Pro
 
 
 def close_all() -> None:
-    for provider in _providers:
-        provider.close()
+    with _lock:
+        for providers in _all:
+            for provider in providers:
+                provider.close()
 
 
 @receiver(setting_changed)
 def _forget_providers(setting: str, **kwargs) -> None:
-    """override_settings(MAIL_PROVIDERS=...) in tests must take effect."""
+    """override_settings(MAIL_PROVIDERS=...) in tests must take effect, in every thread."""
+    global _local
     if setting == "MAIL_PROVIDERS":
         close_all()
-        _providers.clear()
+        with _lock:
+            _all.clear()
+        _local = threading.local()
