@@ -3,7 +3,9 @@ on transient errors. Knows nothing of the database: it reports what happened."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -38,6 +40,32 @@ class Outcome:
         return bool(self.failed) and self.failed[-1].error.permanent
 
 
+# One rate-limited send at a time per provider in this process: sends from several threads would wait
+# on each other (the GIL) after their slots, and bunch up at the provider.
+_rate_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def _send_in_slot(provider, message: EmailMessage, ticket: str, outcome: Outcome) -> float | None:
+    """Sends at the provider's next rate-limit slot, setting outcome.message_id; returns None, or the
+    seconds to the slot when it is further off than MAIL_RATE_MAX_WAIT (then nothing is sent).
+    Raises ProviderError."""
+    with _rate_locks[provider.name]:
+        provider.connect()  # before the slot: the send goes the moment the slot comes
+        wait = ratelimit.reserve(
+            provider.name,
+            rate=provider.config.rate_limit,
+            burst=provider.config.burst,
+            max_wait=settings.MAIL_RATE_MAX_WAIT,
+            ticket=ticket,
+        )
+        if wait > settings.MAIL_RATE_MAX_WAIT:
+            return wait
+        time.sleep(wait)
+        with SEND_SECONDS.labels(provider.name).time():
+            outcome.message_id = provider.send(message)
+    return None
+
+
 def send(message: EmailMessage, *, ticket: str, permits: dict | None = None) -> Outcome:
     """Sends `message` (`ticket`, the email's id, holds its rate-limit slot across a hand-back).
 
@@ -46,21 +74,14 @@ def send(message: EmailMessage, *, ticket: str, permits: dict | None = None) -> 
     for provider, permit in providers_in_order(permits if permits is not None else {}):
         try:
             if provider.config.rate_limit:
-                provider.connect()
-                wait = ratelimit.reserve(
-                    provider.name,
-                    rate=provider.config.rate_limit,
-                    burst=provider.config.burst,
-                    max_wait=settings.MAIL_RATE_MAX_WAIT,
-                    ticket=ticket,
-                )
-                if wait > settings.MAIL_RATE_MAX_WAIT:
+                wait = _send_in_slot(provider, message, ticket, outcome)
+                if wait is not None:
                     # Its slot is far off: hand the email back until then rather than hold a worker.
                     outcome.defer_seconds = wait
                     return outcome
-                time.sleep(wait)
-            with SEND_SECONDS.labels(provider.name).time():
-                outcome.message_id = provider.send(message)
+            else:
+                with SEND_SECONDS.labels(provider.name).time():
+                    outcome.message_id = provider.send(message)
         except ProviderError as error:
             outcome.failed.append(FailedTry(provider.name, error))
             if error.permanent:
