@@ -21,7 +21,7 @@ class ApiKeyRateThrottle(BaseThrottle):
     def allow_request(self, request, view) -> bool:
         if request.auth is None:
             return True  # unauthenticated requests are refused before they cost anything
-        limit, period = SimpleRateThrottle.parse_rate(None, api_settings.DEFAULT_THROTTLE_RATES[self.scope])
+        limit, period = SimpleRateThrottle.parse_rate(self, api_settings.DEFAULT_THROTTLE_RATES[self.scope])
         now = time.time()
         window = int(now // period)
         self.retry_after = (window + 1) * period - now

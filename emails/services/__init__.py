@@ -1,0 +1,32 @@
+"""Writes, by sub-domain. Callers import from here: `from emails.services import email_create`."""
+
+from emails.services.accepting import (
+    email_create,
+    email_create_batch,
+    email_resend,
+    emails_retry_now,
+    idempotent,
+    template_render,
+)
+from emails.services.api_keys import api_key_create
+from emails.services.delivery_events import email_record_delivery_event, suppression_add
+from emails.services.recovery import SweepResult, emails_sweep_stranded
+from emails.services.sending import build_message, email_send, emails_send, retry_delay
+
+__all__ = [
+    "SweepResult",
+    "api_key_create",
+    "build_message",
+    "email_create",
+    "email_create_batch",
+    "email_record_delivery_event",
+    "email_resend",
+    "email_send",
+    "emails_retry_now",
+    "emails_send",
+    "emails_sweep_stranded",
+    "idempotent",
+    "retry_delay",
+    "suppression_add",
+    "template_render",
+]

@@ -1,0 +1,192 @@
+"""Accepting emails: validation done by the API, rendering, storing, publishing, idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.template import Context, Engine, TemplateSyntaxError
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from emails import queue
+from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
+from emails.fields import attachment_size
+from emails.models import ApiKey, Email, IdempotencyKey, Template
+from mailservice import metrics
+
+Status = Email.Status
+
+
+def _bare_addresses(*lists: list[str]) -> list[str]:
+    return sorted({parseaddr(a)[1].lower() for addresses in lists for a in addresses})
+
+
+# Text and subjects are not HTML: only the html part escapes what the context brings in.
+_TEXT_ENGINE = Engine(autoescape=False)
+_HTML_ENGINE = Engine(autoescape=True)
+
+
+def template_render(*, template: Template, context: dict[str, Any]) -> dict[str, str]:
+    """The template's subject, text and html rendered with `context`; raises ValidationError."""
+    rendered = {}
+    try:
+        for part, engine in (("subject", _TEXT_ENGINE), ("text", _TEXT_ENGINE), ("html", _HTML_ENGINE)):
+            source = getattr(template, part)
+            compiled = engine.from_string(source)
+            rendered[part] = compiled.render(Context(context, autoescape=engine.autoescape)) if source else ""
+    except TemplateSyntaxError as exc:
+        raise ValidationError({"template": [f"Template {template.name!r} does not render: {exc}"]}) from None
+    except Exception as exc:  # a context value whose rendering fails (a broken __str__ cannot come from JSON)
+        raise ValidationError({"context": [f"Template {template.name!r} does not render: {exc}"]}) from None
+    rendered["subject"] = " ".join(rendered["subject"].split())  # a subject is one line
+    return rendered
+
+
+def _new_email(*, api_key: ApiKey | None, now: datetime, templates: dict[str, Template], **fields: Any) -> Email:
+    """An unsaved Email from validated API fields: template rendered, size checked.
+
+    Raises ValidationError (bad template or context) or PayloadTooLarge."""
+    name, context = fields.pop("template", ""), fields.pop("context", None) or {}
+    if name:
+        if name not in templates:
+            raise ValidationError({"template": [f"No template named {name!r}."]})
+        rendered = template_render(template=templates[name], context=context)
+        # What the request gives itself wins over the template.
+        fields = {**{k: v for k, v in rendered.items() if v}, **{k: v for k, v in fields.items() if v}}
+        if not fields.get("subject"):
+            raise ValidationError({"subject": [f"Template {name!r} gives no subject, and the request neither."]})
+        if not fields.get("text") and not fields.get("html"):
+            raise ValidationError({"template": [f"Template {name!r} renders no text or html."]})
+    attachments = fields.get("attachments") or []
+    size = sum(len(fields.get(part, "").encode()) for part in ("text", "html")) + sum(map(attachment_size, attachments))
+    if size > settings.MAIL_MAX_EMAIL_BYTES:
+        limit = settings.MAIL_MAX_EMAIL_BYTES
+        raise PayloadTooLarge(f"The email is {size} bytes with its attachments; at most {limit}.")
+    to, cc, bcc = fields["to"], fields.get("cc") or [], fields.get("bcc") or []
+    send_at = fields.get("send_at")
+    return Email(
+        api_key=api_key,
+        recipients=_bare_addresses(to, cc, bcc),
+        template=name,
+        next_attempt_at=max(send_at or now, now),
+        created_at=now,
+        **fields,
+    )
+
+
+def email_create(*, api_key: ApiKey | None, **fields: Any) -> Email:
+    """Stores a validated email as PENDING and enqueues it once the row is committed.
+
+    `fields` are the API's: from_email, to, cc, bcc, reply_to, subject, text, html, headers, tags,
+    metadata, attachments, template, context, send_at (and resent_from). Raises ValidationError."""
+    name = fields.get("template")
+    templates = {t.name: t for t in Template.objects.filter(name=name)} if name else {}
+    now = timezone.now()
+    email = _new_email(api_key=api_key, now=now, templates=templates, **fields)
+    with transaction.atomic():
+        email.save(force_insert=True)
+        _publish_when_due([email], now)
+    metrics.ACCEPTED.inc()
+    return email
+
+
+def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[Email | dict]:
+    """Stores the valid items of a batch in one INSERT; returns, in order, each Email or the item's errors.
+
+    A constant number of queries whatever the batch's size: one for templates, one insert."""
+    names = {item["template"] for item in items if item.get("template")}
+    templates = {t.name: t for t in Template.objects.filter(name__in=names)} if names else {}
+    now = timezone.now()
+    results: list[Email | dict] = []
+    for item in items:
+        try:
+            results.append(_new_email(api_key=api_key, now=now, templates=templates, **item))
+        except ValidationError as exc:
+            results.append(exc.detail)
+        except PayloadTooLarge as exc:
+            results.append({"size": [str(exc.detail)]})
+    emails = [r for r in results if isinstance(r, Email)]
+    with transaction.atomic():
+        Email.objects.bulk_create(emails)
+        _publish_when_due(emails, now)
+    metrics.ACCEPTED.inc(len(emails))
+    return results
+
+
+def _publish_when_due(emails: list[Email], now: datetime) -> None:
+    """Enqueue after commit (a worker must find the rows). Emails due beyond one sweep interval are
+    published by the sweep as their time comes, so no long countdown sits in a worker's memory."""
+    by_delay: dict[float, list[UUID]] = {}
+    for email in emails:
+        delay = max(0.0, (email.next_attempt_at - now).total_seconds())
+        if delay <= settings.MAIL_SWEEP_INTERVAL:
+            by_delay.setdefault(delay, []).append(email.id)
+    for delay, ids in by_delay.items():
+        transaction.on_commit(lambda ids=ids, delay=delay: queue.publish(ids, countdown=delay))
+
+
+def email_resend(*, email: Email) -> Email:
+    """A new email with the same content (attachments included), whose resent_from is `email`."""
+    return email_create(
+        api_key=email.api_key,
+        from_email=email.from_email,
+        to=email.to,
+        cc=email.cc,
+        bcc=email.bcc,
+        reply_to=email.reply_to,
+        subject=email.subject,
+        text=email.text,
+        html=email.html,
+        headers=email.headers,
+        tags=email.tags,
+        metadata=email.metadata,
+        attachments=email.attachments,
+        resent_from=email,
+    )
+
+
+def idempotent(
+    *, api_key: ApiKey, key: str, request_hash: str, produce: Callable[[], tuple[int, Any]]
+) -> tuple[int, Any]:
+    """Runs `produce` once per (api_key, key) and stores its (status, body); a repeat gets the stored
+    response, a different request with the same key IdempotencyKeyReused.
+
+    The key row is inserted first, in the same transaction as what `produce` writes: a concurrent
+    duplicate blocks on the unique index until the first commits, then reads its response."""
+    table = IdempotencyKey._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {table} (api_key_id, key, request_hash, status_code, response, created_at)
+                VALUES (%s, %s, %s, 0, 'null', %s)
+                ON CONFLICT (api_key_id, key) DO NOTHING RETURNING id""",  # noqa: S608 - our table name
+            [api_key.id, key, request_hash, timezone.now()],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            stored = IdempotencyKey.objects.get(api_key=api_key, key=key)
+            if stored.request_hash != request_hash:
+                raise IdempotencyKeyReused()
+            return stored.status_code, stored.response
+        status, body = produce()
+        IdempotencyKey.objects.filter(id=row[0]).update(status_code=status, response=body)
+    return status, body
+
+
+def emails_retry_now(*, ids: list[UUID]) -> int:
+    """FAILED emails get a fresh set of attempts, starting now. Returns how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        retried = list(
+            Email.objects.filter(id__in=ids, status=Status.FAILED).select_for_update().values_list("id", flat=True)
+        )
+        Email.objects.filter(id__in=retried).update(
+            status=Status.PENDING, attempts=0, next_attempt_at=now, last_error="", updated_at=now
+        )
+        transaction.on_commit(lambda: queue.publish(retried))
+    return len(retried)
