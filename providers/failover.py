@@ -14,7 +14,7 @@ from django.core.mail.message import EmailMessage
 from mailservice.metrics import SEND_SECONDS
 from providers import circuit, ratelimit
 from providers.errors import ProviderError
-from providers.selection import providers_in_order
+from providers.selection import STALE, providers_in_order
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,11 @@ def _send_in_slot(provider, message: EmailMessage, ticket: str, outcome: Outcome
     """Sends at the provider's next rate-limit slot, setting outcome.message_id; returns None, or the
     seconds to the slot when it is further off than MAIL_RATE_MAX_WAIT (then nothing is sent).
     Raises ProviderError."""
-    with _rate_locks[provider.name]:
-        provider.connect()  # before the slot: the send goes the moment the slot comes
+    provider.connect()  # before the slot: the send goes the moment the slot comes
+    lock = _rate_locks[provider.name]
+    if not lock.acquire(timeout=settings.MAIL_RATE_MAX_WAIT):
+        return settings.MAIL_RATE_MAX_WAIT  # other threads hold this provider's turn: come back later
+    try:
         wait = ratelimit.reserve(
             provider.name,
             rate=provider.config.rate_limit,
@@ -63,6 +66,8 @@ def _send_in_slot(provider, message: EmailMessage, ticket: str, outcome: Outcome
         time.sleep(wait)
         with SEND_SECONDS.labels(provider.name).time():
             outcome.message_id = provider.send(message)
+    finally:
+        lock.release()
     return None
 
 
@@ -88,7 +93,7 @@ def send(message: EmailMessage, *, ticket: str, permits: dict | None = None) -> 
                 return outcome  # the message itself is refused: another provider would refuse it too
             circuit.record_failure(provider.name)
             if permits is not None:
-                permits.pop(provider.name, None)
+                permits[provider.name] = STALE  # the rest of the batch asks the breaker again
             continue
         circuit.record_success(provider.name, permit)
         outcome.provider = provider.name

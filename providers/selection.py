@@ -44,6 +44,10 @@ def _pick_by_weight(group: list[Provider]) -> Provider:
     return chosen
 
 
+# Marks a provider's cached permit as out of date after a failure (threads of one batch share `permits`).
+STALE = object()
+
+
 def providers_in_order(permits: dict[str, circuit.Permit]) -> Iterator[tuple[Provider, circuit.Permit]]:
     """Yields the providers to try for one attempt, best first, each with its breaker's permit.
 
@@ -56,9 +60,12 @@ def providers_in_order(permits: dict[str, circuit.Permit]) -> Iterator[tuple[Pro
         while group:
             provider = _pick_by_weight(group) if len(group) > 1 else group[0]
             group.remove(provider)
-            permit = permits.get(provider.name) or circuit.allow(provider.name)
-            if permit.allowed and not permit.probe and not permit.failures:
-                permits[provider.name] = permit
+            permit = permits.get(provider.name)
+            if not isinstance(permit, circuit.Permit):  # not asked yet in this batch, or STALE
+                permit = circuit.allow(provider.name)
+                if permit.allowed and not permit.probe and not permit.failures:
+                    # setdefault: a STALE mark set meanwhile by another thread's failure must win.
+                    permits.setdefault(provider.name, permit)
             if permit.allowed:
                 yield provider, permit
 

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from email.utils import parseaddr
 from typing import Any
@@ -62,21 +62,32 @@ def emails_send(email_ids: list[UUID | str]) -> None:
             log.info("email %s not sent: every recipient is suppressed", email.id)
         else:
             to_send.append((email, left_out, events))
-    outcomes = _send_pool().map(lambda item: _attempt(item[0], item[1], permits), to_send)
+    # Past this, a send not started yet hands its email back: the chunk must end well inside its lease.
+    deadline = time.monotonic() + settings.MAIL_LEASE_SECONDS / 2
+    futures = {_send_pool().submit(_attempt, email, left_out, permits, deadline): (email, events)
+               for email, left_out, events in to_send}  # fmt: skip
     sent = []
-    for (email, _, events), outcome in zip(to_send, outcomes, strict=True):
-        events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
-        for failed in outcome.failed:
-            log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
-        if outcome.sent:
-            sent.append((email, outcome, events))  # recorded together, below
-        elif outcome.permanent or (outcome.failed and not email.can_retry()):
-            _record_failed(email, outcome, events)
-        elif outcome.failed:
-            _record_retry(email, outcome, events)
-        else:
-            _defer(email, outcome.defer_seconds or 0)
-    _record_sent(sent)
+    try:
+        for future in as_completed(futures):
+            email, events = futures[future]
+            outcome = future.result()
+            events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
+            for failed in outcome.failed:
+                log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
+            if outcome.sent:
+                sent.append((email, outcome, events))  # recorded together, below
+            elif outcome.permanent or (outcome.failed and not email.can_retry()):
+                _record_failed(email, outcome, events)
+            elif outcome.failed:
+                _record_retry(email, outcome, events)
+            else:
+                _defer(email, outcome.defer_seconds or 0)
+    finally:
+        # Whatever went wrong above (a time limit, the database), what was delivered is recorded:
+        # left PROCESSING, it would be sent again once its lease expired.
+        for future in futures:
+            future.cancel()  # not started: those emails stay claimed until the sweep takes them back
+        _record_sent(sent)
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -91,7 +102,9 @@ def _send_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def _attempt(email: Email, left_out: set[str], permits: dict) -> failover.Outcome:
+def _attempt(email: Email, left_out: set[str], permits: dict, deadline: float) -> failover.Outcome:
+    if time.monotonic() > deadline:
+        return failover.Outcome(defer_seconds=0)  # the chunk ran long: back to PENDING, attempt not counted
     try:
         message = build_message(email, leave_out=left_out)
         return failover.send(message, ticket=str(email.id), permits=permits)
@@ -186,7 +199,9 @@ def _record_sent(sent: list[tuple[Email, failover.Outcome, list[EmailEvent]]]) -
         return
     now = timezone.now()
     rows = ", ".join(["(%s::uuid, %s, %s, %s::timestamptz)"] * len(sent))
-    params = [value for email, o, _ in sent for value in (str(email.id), o.provider, o.message_id, email.lease_until)]
+    # Capped to the columns' sizes: one over-long id (an ESP's per-recipient ids) must not fail the chunk.
+    params = [value for email, o, _ in sent
+              for value in (str(email.id), o.provider[:100], o.message_id[:1000], email.lease_until)]  # fmt: skip
 
     def write() -> set[str]:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -203,7 +218,7 @@ def _record_sent(sent: list[tuple[Email, failover.Outcome, list[EmailEvent]]]) -
             events = []
             for email, outcome, email_events in sent:
                 if str(email.id) in recorded:
-                    sent_event = _event(EmailEvent.Type.SENT, outcome.provider, outcome.message_id)
+                    sent_event = _event(EmailEvent.Type.SENT, outcome.provider[:100], outcome.message_id)
                     for event in [*email_events, sent_event]:
                         event.email_id, event.at = email.id, now
                         events.append(event)
