@@ -115,10 +115,6 @@ class Email(models.Model):
     def __str__(self) -> str:
         return str(self.id)
 
-    @property
-    def is_final(self) -> bool:
-        return self.status in (self.Status.SENT, self.Status.FAILED)
-
     def can_retry(self) -> bool:
         return self.attempts < settings.MAIL_MAX_ATTEMPTS
 

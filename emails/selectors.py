@@ -60,21 +60,29 @@ def after_cursor(emails: QuerySet[Email], cursor: str) -> QuerySet[Email]:
     return emails.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=last_id))
 
 
+def counts_by_status(emails: QuerySet[Email]) -> dict[str, int]:
+    """Every status, with 0 for those that have no email."""
+    counts = dict(emails.values_list("status").annotate(n=Count("id")).order_by())
+    return {status: counts.get(status, 0) for status in Email.Status.values}
+
+
+def oldest_due_age_seconds(emails: QuerySet[Email], now: datetime) -> float:
+    """How long the longest-waiting due PENDING email has waited (scheduled ones are not waiting yet)."""
+    waiting = emails.filter(status=Email.Status.PENDING, next_attempt_at__lte=now)
+    oldest = waiting.aggregate(at=Min("next_attempt_at"))["at"]
+    return (now - oldest).total_seconds() if oldest else 0.0
+
+
 def email_stats(*, api_key: ApiKey) -> dict:
     now = timezone.now()
     emails = Email.objects.filter(api_key=api_key)
-    counts = dict(emails.values_list("status").annotate(n=Count("id")).order_by())
     hour_ago = now - timedelta(hours=1)
     last_hour = emails.filter(updated_at__gte=hour_ago).aggregate(
         sent_last_hour=Count("id", filter=Q(status=Email.Status.SENT, sent_at__gte=hour_ago)),
         failed_last_hour=Count("id", filter=Q(status=Email.Status.FAILED)),
     )
-    # How long the longest-waiting due email has waited (scheduled ones are not waiting yet).
-    oldest = emails.filter(status=Email.Status.PENDING, next_attempt_at__lte=now).aggregate(at=Min("next_attempt_at"))[
-        "at"
-    ]
     return {
-        "counts": {status: counts.get(status, 0) for status in Email.Status.values},
-        "oldest_pending_age_seconds": (now - oldest).total_seconds() if oldest else 0,
+        "counts": counts_by_status(emails),
+        "oldest_pending_age_seconds": oldest_due_age_seconds(emails, now),
         **last_hour,
     }

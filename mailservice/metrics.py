@@ -21,24 +21,20 @@ class QueueCollector:
     """Emails by status, queue depth and the oldest due email's wait, read when scraped."""
 
     def collect(self):
-        from django.db.models import Count, Min
         from django.utils import timezone
 
         from emails.models import Email
         from emails.queue import queue_depth
+        from emails.selectors import counts_by_status, oldest_due_age_seconds
 
         by_status = GaugeMetricFamily("mailservice_emails", "Emails by status", labels=["status"])
-        counts = dict(Email.objects.values_list("status").annotate(n=Count("id")).order_by())
-        for status in Email.Status.values:
-            by_status.add_metric([status], counts.get(status, 0))
+        for status, count in counts_by_status(Email.objects.all()).items():
+            by_status.add_metric([status], count)
         yield by_status
-        now = timezone.now()
-        due = Email.objects.filter(status=Email.Status.PENDING, next_attempt_at__lte=now)
-        oldest = due.aggregate(at=Min("next_attempt_at"))["at"]
         yield GaugeMetricFamily(
             "mailservice_oldest_pending_age_seconds",
             "How long the longest-waiting due email has waited",
-            value=(now - oldest).total_seconds() if oldest else 0,
+            value=oldest_due_age_seconds(Email.objects.all(), timezone.now()),
         )
         try:
             depth = queue_depth()
