@@ -1,3 +1,4 @@
+import functools
 import hashlib
 import json
 
@@ -24,6 +25,13 @@ from emails.services import email_create, email_create_batch, email_resend, idem
 def _api_name(fields: dict, python_name: str, api_name: str) -> dict:
     """`from` is a Python keyword: declare the field as from_email and expose it as `from`."""
     return {(api_name if name == python_name else name): field for name, field in fields.items()}
+
+
+@functools.cache
+def _reusable(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    """One instance per serializer class, used only through run_validation() and to_representation(),
+    which keep no state on it: building an instance deep-copies every declared field (~1 ms for ours)."""
+    return serializer_class()
 
 
 def _idempotently(request, produce) -> Response:
@@ -94,7 +102,7 @@ class EmailDetailApi(APIView):
         email = selectors.email_get(api_key=request.auth, email_id=email_id)
         if email is None:
             raise NotFound("No such email.")
-        return Response(self.OutputSerializer(email).data)
+        return Response(_reusable(self.OutputSerializer).to_representation(email))
 
 
 class EmailCreateApi(APIView):
@@ -166,13 +174,12 @@ class EmailCreateApi(APIView):
         examples=[schema.EMAIL_EXAMPLE, schema.TEMPLATE_EXAMPLE],
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        fields = _reusable(self.InputSerializer).run_validation(request.data)
 
         def produce():
-            email = email_create(api_key=request.auth, **serializer.validated_data)
+            email = email_create(api_key=request.auth, **fields)
             # The contract answers a submit with the email itself, as GET shows it.
-            return status.HTTP_202_ACCEPTED, EmailDetailApi.OutputSerializer(email).data
+            return status.HTTP_202_ACCEPTED, _reusable(EmailDetailApi.OutputSerializer).to_representation(email)
 
         return _idempotently(request, produce)
 
@@ -201,12 +208,9 @@ class EmailBatchCreateApi(APIView):
         },
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        # Each item is validated exactly as POST /emails validates its body (one serializer for all:
-        # building one per item would copy its fields 500 times).
-        bodies = serializer.validated_data["emails"]
-        validator = EmailCreateApi.InputSerializer()
+        bodies = _reusable(self.InputSerializer).run_validation(request.data)["emails"]
+        # Each item is validated exactly as POST /emails validates its body.
+        validator = _reusable(EmailCreateApi.InputSerializer)
         items, errors = [], {}
         for index, body in enumerate(bodies):
             try:
@@ -218,7 +222,7 @@ class EmailBatchCreateApi(APIView):
         def produce():
             outcomes = email_create_batch(api_key=request.auth, items=[i for i in items if i is not None])
             accepted = [o for o in outcomes if isinstance(o, Email)]
-            summaries = iter(EmailListApi.OutputSerializer(accepted, many=True).data)  # one serializer for all
+            summaries = map(_reusable(EmailListApi.OutputSerializer).to_representation, accepted)
             created = iter(outcomes)
             results = []
             for index, item in enumerate(items):
@@ -279,9 +283,7 @@ class EmailListApi(APIView):
         },
     )
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        params = dict(filters.validated_data)
+        params = dict(_reusable(self.FilterSerializer).run_validation(request.query_params))
         cursor, limit = params.pop("cursor", None), params.pop("limit")
         emails = selectors.email_list(api_key=request.auth, **params)
         if cursor:
@@ -296,7 +298,8 @@ class EmailListApi(APIView):
             query = request.query_params.copy()
             query["cursor"] = selectors.encode_cursor(page[-1])
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-        return Response({"results": self.OutputSerializer(page, many=True).data, "next": next_url})
+        summaries = [_reusable(self.OutputSerializer).to_representation(email) for email in page]
+        return Response({"results": summaries, "next": next_url})
 
 
 class EmailCollectionApi(EmailListApi, EmailCreateApi):
@@ -315,7 +318,7 @@ class EmailResendApi(APIView):
         if original is None:
             raise NotFound("No such email.")
         email = email_resend(email=original)
-        data = EmailDetailApi.OutputSerializer(email).data
+        data = _reusable(EmailDetailApi.OutputSerializer).to_representation(email)
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/emails/{email.id}"})
 
 
@@ -330,4 +333,4 @@ class StatsApi(APIView):
     @extend_schema(operation_id="stats", summary="Counts by status, and how long mail waits", responses={
                    200: OutputSerializer, **schema.ERRORS})  # fmt: skip
     def get(self, request):
-        return Response(self.OutputSerializer(selectors.email_stats(api_key=request.auth)).data)
+        return Response(_reusable(self.OutputSerializer).to_representation(selectors.email_stats(api_key=request.auth)))

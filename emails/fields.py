@@ -12,6 +12,7 @@ from email.utils import getaddresses
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII, no colon
 # Set through their own fields, or by us: not through `headers`.
@@ -23,6 +24,8 @@ RESERVED_HEADERS = {
 
 # Anything Python's email package may take for a line break (not only CR and LF), and NUL.
 LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# Lone surrogates cannot be encoded as UTF-8 (JSON's \ud800 escapes can bring them in).
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _refuse_line_breaks(value: str) -> None:
@@ -38,6 +41,9 @@ class StrictCharField(serializers.CharField):
     def __init__(self, *, single_line: bool = False, **kwargs) -> None:
         self.single_line = single_line
         super().__init__(**kwargs)
+        # Checked below with one regex: DRF's validator calls ord() on every character, which costs
+        # more than all the rest of validating an email with a few KB of text.
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
@@ -46,6 +52,8 @@ class StrictCharField(serializers.CharField):
             _refuse_line_breaks(data)
         elif "\x00" in data:
             raise serializers.ValidationError("Must not contain NUL characters.")  # PostgreSQL cannot store them
+        if SURROGATE.search(data):
+            raise serializers.ValidationError("Must not contain surrogate characters.")
         return super().to_internal_value(data)
 
 

@@ -17,7 +17,7 @@ from rest_framework.exceptions import ValidationError
 from emails import queue
 from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
 from emails.fields import attachment_size
-from emails.models import ApiKey, Email, IdempotencyKey, Template
+from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Template
 from mailservice import metrics
 
 Status = Email.Status
@@ -93,6 +93,7 @@ def email_create(*, api_key: ApiKey | None, **fields: Any) -> Email:
         email.save(force_insert=True)
         _publish_when_due([email], now)
     metrics.ACCEPTED.inc()
+    email._prefetched_objects_cache = {"events": EmailEvent.objects.none()}  # a new email has none: no query
     return email
 
 

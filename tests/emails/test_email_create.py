@@ -148,3 +148,14 @@ def test_it_keeps_a_send_at_email_pending_until_then(alice):
     email = Email.objects.get(id=response.json()["id"])
     assert email.next_attempt_at.isoformat() == "2099-01-01T09:00:00+00:00"
     assert response.json()["send_at"] == "2099-01-01T09:00:00Z"
+
+
+def test_it_refuses_a_lone_surrogate(alice):
+    # JSON can escape one (\ud800); UTF-8, the database and the message cannot hold it.
+    body = json.dumps(email_payload(text="Thank \ud800 you"))
+
+    response = alice.post("/api/v1/emails", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "surrogate" in response.json()["text"][0]
+    assert not Email.objects.exists()
