@@ -7,7 +7,7 @@ import binascii
 import mimetypes
 import re
 from email.headerregistry import Address
-from email.utils import getaddresses
+from email.utils import getaddresses, parseaddr
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
@@ -87,6 +87,12 @@ def normalize_address(value: str) -> str:
         # Old parsers can read 'a@x.org)<b@y.org>' as b@y.org: refuse anything ambiguous.
         raise serializers.ValidationError(f"{value!r} is not a valid email address.")
     return str(Address(display_name=name, addr_spec=addr)) if name else addr
+
+
+def bare_address(address: str) -> str:
+    """'Name <addr>' or 'addr' → addr."""
+    plain = PLAIN.match(address)
+    return (plain["inner"] or plain["bare"]) if plain else parseaddr(address)[1]
 
 
 class AddressField(StrictCharField):

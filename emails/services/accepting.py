@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +16,7 @@ from rest_framework.exceptions import ValidationError
 
 from emails import queue
 from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
-from emails.fields import attachment_size
+from emails.fields import attachment_size, bare_address
 from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Template
 from mailservice import metrics
 
@@ -24,7 +24,7 @@ Status = Email.Status
 
 
 def _bare_addresses(*lists: list[str]) -> list[str]:
-    return sorted({parseaddr(a)[1].lower() for addresses in lists for a in addresses})
+    return sorted({bare_address(a).lower() for addresses in lists for a in addresses})
 
 
 # Text and subjects are not HTML: only the html part escapes what the context brings in.
@@ -114,10 +114,26 @@ def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[
             results.append({"size": [str(exc.detail)]})
     emails = [r for r in results if isinstance(r, Email)]
     with transaction.atomic():
-        Email.objects.bulk_create(emails)
+        _insert(emails)
         _publish_when_due(emails, now)
     metrics.ACCEPTED.inc(len(emails))
     return results
+
+
+def _insert(emails: list[Email]) -> None:
+    """What bulk_create() does for new rows, as one statement that PostgreSQL reads as one JSON document:
+    for 500 emails, Django's SQL compiler and PostgreSQL parsing 12,000 literals cost three times the
+    insert itself."""
+    if not emails:
+        return
+    fields = Email._meta.concrete_fields
+    rows = [{field.column: field.pre_save(email, True) for field in fields} for email in emails]  # auto_now
+    table, columns = Email._meta.db_table, ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s)",  # noqa: S608
+            [json.dumps(rows, default=str, ensure_ascii=False)],  # UUIDs and datetimes as PostgreSQL reads them
+        )
 
 
 def _publish_when_due(emails: list[Email], now: datetime) -> None:

@@ -45,6 +45,33 @@ def test_each_item_gets_its_result_in_order_and_valid_items_are_stored(alice):
 
 
 @pytest.mark.django_db
+def test_a_batch_stores_each_email_as_a_single_submit_does(alice):
+    body = email_payload(
+        **{"from": "Åsa Öberg <asa@example.com>"},
+        to=["Zoë <zoe@example.org>", "bob@example.org"],
+        cc=["carol@example.org"],
+        reply_to=["help@example.com"],
+        subject="Ünïcode ✓ \"quotes\" and \\ backslash",
+        html="<p>tab\there, {\"json\": [1]}</p>",
+        headers={"X-Campaign": "spring"},
+        tags=["welcome", "b2c"],
+        metadata={"order": "42", "note": "{}"},
+        attachments=[{"filename": "a.txt", "content": "aGVsbG8=", "content_type": "text/plain"}],
+        send_at="2031-01-02T03:04:05.678901Z",
+    )
+    single_id = alice.post("/api/v1/emails", body, format="json").json()["id"]
+    batch_id = _batch(alice, [body]).json()["results"][0]["id"]
+
+    ignored = {"id", "created_at", "updated_at"}
+    single, batched = (
+        {k: v for k, v in Email.objects.filter(id=i).values().get().items() if k not in ignored}
+        for i in (single_id, batch_id)
+    )
+    assert batched == single
+    assert batched["recipients"] == ["bob@example.org", "carol@example.org", "zoe@example.org"]
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("body", "field"),
     [({"emails": []}, "emails"), ({"emails": [email_payload()] * 501}, "emails"), ({"mails": []}, "emails")],
