@@ -6,10 +6,10 @@ COPY mailservice mailservice
 COPY emails emails
 COPY providers providers
 RUN pip install --no-cache-dir .
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY templates templates
 RUN python manage.py collectstatic --no-input --verbosity 0
 RUN useradd --create-home mailservice && mkdir -p var && chown mailservice var
 USER mailservice
 EXPOSE 8000
-CMD ["gunicorn", "mailservice.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]
+CMD ["gunicorn", "mailservice.wsgi", "--bind", "0.0.0.0:8000"]

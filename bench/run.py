@@ -30,6 +30,8 @@ REDIS_URL = "redis://127.0.0.1:6379/13"
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
 os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
+# A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
+ONLY = set(os.environ.get("BENCH_ONLY", "delivery,delivery20,ingest,ratelimit").split(","))
 SCRATCH = Path(tempfile.mkdtemp(prefix="mailservice-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 
 os.environ.update(
@@ -380,19 +382,31 @@ def main() -> None:
     setup_databases()
     n = DELIVERY_COUNT
 
-    print(f"1. delivery of {n} accepted emails, 0 ms sink", flush=True)
-    sink = SmtpSink("ours-0ms")
-    results["delivery_0ms"], results["worker_rss_mb"] = deliver_mailservice(sink, n)
-    sink.close()
-    sink = SmtpSink("postoffice-0ms")
-    results["postoffice_0ms"] = deliver_postoffice(sink, n)
-    sink.close()
-    results["smtplib_ceiling"] = smtplib_ceiling(n)
+    if "delivery" in ONLY:
+        print(f"1. delivery of {n} accepted emails, 0 ms sink", flush=True)
+        sink = SmtpSink("ours-0ms")
+        results["delivery_0ms"], results["worker_rss_mb"] = deliver_mailservice(sink, n)
+        sink.close()
+        sink = SmtpSink("postoffice-0ms")
+        results["postoffice_0ms"] = deliver_postoffice(sink, n)
+        sink.close()
+        results["smtplib_ceiling"] = smtplib_ceiling(n)
 
-    print(f"2. delivery of {n} accepted emails, 20 ms sink", flush=True)
-    results["delivery_20ms"], _ = deliver_mailservice(LatencySink("ours-20ms", 0.02), n)
-    results["postoffice_20ms"] = deliver_postoffice(LatencySink("postoffice-20ms", 0.02), n)
+    if "delivery20" in ONLY:
+        print(f"2. delivery of {n} accepted emails, 20 ms sink", flush=True)
+        results["delivery_20ms"], _ = deliver_mailservice(LatencySink("ours-20ms", 0.02), n)
+        results["postoffice_20ms"] = deliver_postoffice(LatencySink("postoffice-20ms", 0.02), n)
 
+    if "ingest" in ONLY:
+        ingest_and_end_to_end(results, n)
+    if "ratelimit" in ONLY:
+        print("6. rate limit accuracy", flush=True)
+        results["rate_limit"] = rate_limit_accuracy(200, 10, 2000)
+    results["seconds"] = time.time() - began
+    report(results)
+
+
+def ingest_and_end_to_end(results: dict, n: int) -> None:
     print("3-5. HTTP ingest and end to end", flush=True)
     sink = SmtpSink("e2e")
     reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
@@ -400,7 +414,7 @@ def main() -> None:
 
     _, key = api_key_create(name="bench")
     port = free_port()
-    start([str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "4"], log="web")
+    start([str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}"], log="web")
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _accepts(port), 30, "gunicorn")
     results["ingest"] = http_ingest(key, url)
@@ -411,31 +425,35 @@ def main() -> None:
     results["end_to_end"] = end_to_end(url, key, sink, n)
     sink.close()
 
-    print("6. rate limit accuracy", flush=True)
-    results["rate_limit"] = rate_limit_accuracy(200, 10, 2000)
-    results["seconds"] = time.time() - began
-    report(results)
-
 
 def report(r: dict) -> None:
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}x" if b else "-"
 
-    ours0, po0, ceil = r["delivery_0ms"], r["postoffice_0ms"], r["smtplib_ceiling"]
-    ours20, po20 = r["delivery_20ms"], r["postoffice_20ms"]
-    ingest, e2e, rl = r["ingest"], r["end_to_end"], r["rate_limit"]
-    rows = [
-        ("1. delivery, 0 ms sink (emails/s)", ours0["per_second"], po0["per_second"], ratio(ours0["per_second"], po0["per_second"])),
-        ("   vs smtplib ceiling (emails/s)", ours0["per_second"], ceil["per_second"], ratio(ours0["per_second"], ceil["per_second"])),
-        ("2. delivery, 20 ms sink (emails/s)", ours20["per_second"], po20["per_second"], ratio(ours20["per_second"], po20["per_second"])),
-        ("3. single ingest, 16 conc. (req/s)", ingest["single"]["requests_per_second"], r["postoffice_enqueue_one"], "(peer: mail.send, no HTTP)"),
-        ("   p50 / p99 at 16 conc. (ms)", f'{ingest["single"]["p50_ms"]:.1f} / {ingest["single"]["p99_ms"]:.1f}', "-", ""),
-        ("   p99 at 200 req/s (ms)", ingest["rate_200"]["p99_ms"], "-", "target < 25"),
-        ("4. batch ingest, 500/req (emails/s)", ingest["batch"]["emails_per_second"], r["postoffice_enqueue_many"], "(peer: mail.send_many, no HTTP)"),
-        ("5. end to end, HTTP batches (emails/s)", e2e["per_second"], "-", ""),
-        ("6. rate limit 200/s + burst 10 (peak/s)", rl["busiest_second"], rl["limit"] + rl["burst"], "peak <= limit + burst"),
-        ("7. worker memory after 1 (PSS, MB)", r["worker_rss_mb"], "-", f'{r["worker_concurrency"]} processes x {r["send_threads"]} send threads'),
-    ]  # fmt: skip
+    rows = []
+    if "delivery_0ms" in r:
+        ours0, po0, ceil = r["delivery_0ms"], r["postoffice_0ms"], r["smtplib_ceiling"]
+        rows += [
+            ("1. delivery, 0 ms sink (emails/s)", ours0["per_second"], po0["per_second"], ratio(ours0["per_second"], po0["per_second"])),
+            ("   vs smtplib ceiling (emails/s)", ours0["per_second"], ceil["per_second"], ratio(ours0["per_second"], ceil["per_second"])),
+        ]  # fmt: skip
+    if "delivery_20ms" in r:
+        ours20, po20 = r["delivery_20ms"], r["postoffice_20ms"]
+        rows.append(("2. delivery, 20 ms sink (emails/s)", ours20["per_second"], po20["per_second"], ratio(ours20["per_second"], po20["per_second"])))  # fmt: skip
+    if "ingest" in r:
+        ingest, e2e = r["ingest"], r["end_to_end"]
+        rows += [
+            ("3. single ingest, 16 conc. (req/s)", ingest["single"]["requests_per_second"], r["postoffice_enqueue_one"], "(peer: mail.send, no HTTP)"),
+            ("   p50 / p99 at 16 conc. (ms)", f'{ingest["single"]["p50_ms"]:.1f} / {ingest["single"]["p99_ms"]:.1f}', "-", ""),
+            ("   p99 at 200 req/s (ms)", ingest["rate_200"]["p99_ms"], "-", "target < 25"),
+            ("4. batch ingest, 500/req (emails/s)", ingest["batch"]["emails_per_second"], r["postoffice_enqueue_many"], "(peer: mail.send_many, no HTTP)"),
+            ("5. end to end, HTTP batches (emails/s)", e2e["per_second"], "-", ""),
+        ]  # fmt: skip
+    if "rate_limit" in r:
+        rl = r["rate_limit"]
+        rows.append(("6. rate limit 200/s + burst 10 (peak/s)", rl["busiest_second"], rl["limit"] + rl["burst"], "peak <= limit + burst"))  # fmt: skip
+    if "worker_rss_mb" in r:
+        rows.append(("7. worker memory after 1 (PSS, MB)", r["worker_rss_mb"], "-", f'{r["worker_concurrency"]} processes x {r["send_threads"]} send threads'))  # fmt: skip
     print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s\n")
     print(f"{'scenario':42} {'mailservice':>12} {'peer':>12}  ratio")
     for name, ours, peer, note in rows:
@@ -444,7 +462,8 @@ def report(r: dict) -> None:
     print("\ndelivery checks (lost / duplicates):")
     for name in ("delivery_0ms", "postoffice_0ms", "smtplib_ceiling", "delivery_20ms", "postoffice_20ms",
                  "end_to_end", "rate_limit"):  # fmt: skip
-        print(f"  {name:18} lost {r[name]['lost']}, duplicates {r[name]['duplicates']}")
+        if name in r:
+            print(f"  {name:18} lost {r[name]['lost']}, duplicates {r[name]['duplicates']}")
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(r, indent=2))

@@ -89,9 +89,8 @@ def email_create(*, api_key: ApiKey | None, **fields: Any) -> Email:
     templates = {t.name: t for t in Template.objects.filter(name=name)} if name else {}
     now = timezone.now()
     email = _new_email(api_key=api_key, now=now, templates=templates, **fields)
-    with transaction.atomic():
-        email.save(force_insert=True)
-        _publish_when_due([email], now)
+    email.save(force_insert=True)  # one statement: its own transaction, unless the caller opened one
+    _publish_when_due([email], now)  # so this runs now, or when the caller's transaction commits
     metrics.ACCEPTED.inc()
     email._prefetched_objects_cache = {"events": EmailEvent.objects.none()}  # a new email has none: no query
     return email

@@ -1,10 +1,14 @@
 """Bearer keys: each key sees only its own emails; no key or a wrong one is a 401."""
 
+from datetime import timedelta
+
 import pytest
+import time_machine
 from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from emails.authentication import KNOWN_KEY_SECONDS
 from emails.models import ApiKey
 from tests.conftest import email_payload
 
@@ -74,3 +78,11 @@ def test_a_malformed_id_is_a_json_404(alice):
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
+
+
+def test_a_key_revoked_while_in_use_stops_working_within_seconds(alice):
+    assert alice.get("/api/v1/emails").status_code == 200
+    ApiKey.objects.filter(id=alice.api_key.id).update(revoked_at=timezone.now())
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=KNOWN_KEY_SECONDS + 1)):
+        assert alice.get("/api/v1/emails").status_code == 401

@@ -21,8 +21,9 @@ def _queries(client, size: int) -> int:
 
 @pytest.mark.django_db
 def test_the_query_count_does_not_grow_with_the_batch(alice):
+    _queries(alice, 1)  # the first request of a key also looks the key up
     assert _queries(alice, 5) == _queries(alice, 500)
-    assert Email.objects.count() == 505
+    assert Email.objects.count() == 506
 
 
 @pytest.mark.django_db
@@ -51,8 +52,8 @@ def test_a_batch_stores_each_email_as_a_single_submit_does(alice):
         to=["Zoë <zoe@example.org>", "bob@example.org"],
         cc=["carol@example.org"],
         reply_to=["help@example.com"],
-        subject="Ünïcode ✓ \"quotes\" and \\ backslash",
-        html="<p>tab\there, {\"json\": [1]}</p>",
+        subject='Ünïcode ✓ "quotes" and \\ backslash',
+        html='<p>tab\there, {"json": [1]}</p>',
         headers={"X-Campaign": "spring"},
         tags=["welcome", "b2c"],
         metadata={"order": "42", "note": "{}"},
