@@ -5,9 +5,9 @@ import time
 import pytest
 
 from emails.models import Email, EmailEvent
-from emails.services import email_send
+from emails.services import email_send, emails_send
 from providers import circuit
-from tests.conftest import make_emails
+from tests.conftest import email_payload, make_emails
 from tests.processes import wait_for
 from tests.sink import SmtpSink, free_port
 
@@ -94,3 +94,17 @@ def test_when_every_breaker_is_open_the_email_is_retried_later(settings, seconda
     assert email.last_error == "no provider available: every circuit breaker is open"
     assert email.next_attempt_at > email.created_at
     assert secondary.received == []
+
+
+def test_an_email_that_failed_over_shows_each_try_in_order(alice, settings, secondary):
+    settings.MAIL_PROVIDERS = [
+        {"name": "primary", "backend": "smtp", "options": {"port": free_port(), "timeout": 5}, "priority": 1},
+        {**secondary.provider("secondary"), "priority": 2},
+    ]
+    ids = [alice.post("/api/v1/emails", email_payload(), format="json").json()["id"] for _ in range(3)]
+
+    emails_send(ids)  # one chunk, as a worker takes them
+
+    for email_id in ids:
+        events = alice.get(f"/api/v1/emails/{email_id}").json()["events"]
+        assert [(e["type"], e["provider"]) for e in events] == [("retry", "primary"), ("sent", "secondary")]
