@@ -11,7 +11,7 @@ from django.utils.module_loading import import_string
 
 # Short names for Django's and django-anymail's email backends.
 BACKENDS = {
-    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "smtp": "providers.smtp.EmailBackend",  # Django's, sending the same bytes for less work
     "file": "providers.outbox.EmailBackend",
     "console": "django.core.mail.backends.console.EmailBackend",
     "locmem": "django.core.mail.backends.locmem.EmailBackend",

@@ -1,0 +1,74 @@
+"""Django's SMTP backend, sending the same bytes for less work.
+
+Building a message costs more than sending it to a nearby server: a third of a worker's time went to
+Python's header folding and to parsing each address again for the envelope. Both have a cheap answer
+in the common case, and fall back to Django's own code for everything else.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from email._policybase import Compat32
+from email.generator import BytesGenerator
+from io import BytesIO
+
+from django.conf import settings
+from django.core.mail.backends import smtp
+from django.core.mail.message import EmailMessage, sanitize_address
+
+# "addr" or "Display Name <addr>", all plain ASCII (no quotes, no encoded words, no IDN domain): the
+# envelope address Django's sanitize_address and smtplib would extract from it is addr itself.
+_ADDR = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_PLAIN_ADDRESS = re.compile(rf"^(?:[A-Za-z0-9 ._-]* <(?P<inner>{_ADDR})>|(?P<bare>{_ADDR}))$")
+
+
+class _ShortHeadersAsIs(Compat32):
+    """compat32, the policy of Django's messages, minus the folding machinery for a header that is
+    short printable ASCII: folding leaves such a header as it is (tests/providers/test_smtp.py)."""
+
+    def _fold(self, name: str, value, sanitize: bool) -> str:
+        if (
+            isinstance(value, str)
+            and self.max_line_length
+            and len(name) + 2 + len(value) <= self.max_line_length
+            and value.isascii()
+            and value.isprintable()
+        ):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)
+
+
+_POLICY = _ShortHeadersAsIs(linesep="\r\n")
+
+
+def message_bytes(email_message: EmailMessage) -> bytes:
+    """What Django's backend sends: message().as_bytes(linesep="\\r\\n"), through the cheaper policy."""
+    out = BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(email_message.message(), linesep="\r\n")
+    return out.getvalue()
+
+
+def envelope_address(address: str, encoding: str) -> str:
+    """The address for MAIL FROM / RCPT TO, as Django's sanitize_address and smtplib make it."""
+    plain = _PLAIN_ADDRESS.match(address)
+    if plain:
+        return plain["inner"] or plain["bare"]
+    return sanitize_address(address, encoding)
+
+
+class EmailBackend(smtp.EmailBackend):
+    def _send(self, email_message: EmailMessage) -> bool:
+        # Django's _send, with the two cheaper steps above.
+        if not email_message.recipients():
+            return False
+        encoding = email_message.encoding or settings.DEFAULT_CHARSET
+        from_email = envelope_address(email_message.from_email, encoding)
+        recipients = [envelope_address(addr, encoding) for addr in email_message.recipients()]
+        try:
+            self.connection.sendmail(from_email, recipients, message_bytes(email_message))
+        except smtplib.SMTPException:
+            if not self.fail_silently:
+                raise
+            return False
+        return True
