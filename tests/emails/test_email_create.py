@@ -72,8 +72,9 @@ def test_it_refuses_malformed_json(alice):
     assert not Email.objects.exists()
 
 
-def test_it_refuses_json_that_is_not_an_object(alice):
-    response = alice.post("/api/v1/emails", json.dumps([email_payload()]), content_type="application/json")
+@pytest.mark.parametrize("body", [[email_payload()], None, "hello"], ids=["array", "null", "string"])
+def test_it_refuses_json_that_is_not_an_object(alice, body):
+    response = alice.post("/api/v1/emails", json.dumps(body), content_type="application/json")
 
     assert response.status_code == 400
     assert "non_field_errors" in response.json()

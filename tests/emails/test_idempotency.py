@@ -1,5 +1,6 @@
 """Idempotency-Key: a retried request never sends an email twice, even when the retries race."""
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -56,6 +57,22 @@ def test_a_batch_is_idempotent_too(alice):
 
     assert again.json() == first.json()
     assert Email.objects.count() == 2
+
+
+def test_a_batch_whose_refused_item_quotes_nul_and_a_surrogate_is_stored_and_replayed(alice):
+    # The results quote an item's unknown field names; stored for the replay, they must fit PostgreSQL.
+    body = json.dumps({"emails": [email_payload(), {**email_payload(), "x\u0000\ud800": 1}]})
+    first, again = (
+        alice.post("/api/v1/emails/batch", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="odd")
+        for _ in range(2)
+    )
+
+    assert first.status_code == again.status_code == 202
+    results = first.json()["results"]
+    assert "id" in results[0]
+    assert results[1] == {"errors": {"x\\x00\\ud800": ["Unknown field."]}}
+    assert again.json() == first.json()
+    assert Email.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
