@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from emails.models import Email, EmailEvent
 from emails.queue import queue_depth
+from emails.selectors import oldest_due_age_seconds
 
 pytestmark = pytest.mark.django_db(transaction=True)  # as run from a shell: VACUUM needs autocommit
 
@@ -32,4 +33,7 @@ def test_it_inserts_a_mix_of_statuses_providers_and_events_over_30_days_and_queu
     assert failed.events.filter(type="failed").get().detail == failed.last_error
     assert all(a.split("@")[1] in {"example.com", "example.org", "example.net"}
                for e in Email.objects.all()[:200] for a in e.recipients)  # fmt: skip
+    # PENDING ones are recent, retrying soon or scheduled: none has waited for days.
+    assert oldest_due_age_seconds(Email.objects.all(), now) < 15 * 60
+    assert Email.objects.filter(status="PENDING", send_at__gt=now).exists()
     assert queue_depth() == 0  # nothing published: no worker sends any of them

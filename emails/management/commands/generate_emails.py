@@ -157,7 +157,7 @@ class EmailGenerator:
             tag, subject, text, html = rng.choice(KINDS)
             events: list[tuple[str, datetime, str, str]] = []
             at = created
-            attempts, sent_at, lease, last_error, message_id = 0, None, None, "", ""
+            attempts, sent_at, send_at, lease, last_error, message_id = 0, None, None, None, "", ""
             next_attempt = created
             retries = 0 if rng.random() < 0.9 else rng.randint(1, 2)
             if status == Status.FAILED:
@@ -187,6 +187,8 @@ class EmailGenerator:
             elif attempts:  # PENDING after a transient failure: its retry is due soon
                 last_error = events[-1][3]
                 next_attempt = self.now + timedelta(seconds=rng.uniform(-30, 600))
+            elif self.now - created > timedelta(minutes=2):  # PENDING for long: scheduled for later
+                send_at = next_attempt = self.now + timedelta(hours=rng.uniform(0.1, 7 * 24))
             updated = max(at, created)
             if status in (Status.PENDING, Status.PROCESSING):
                 provider = provider if attempts else ""
@@ -195,7 +197,7 @@ class EmailGenerator:
                 str(email_id), str(rng.choice(self.api_key_ids)), status, _text(rng.choice(SENDERS)),
                 _array([address]), _array(cc), "{}", "{}", _array(sorted([address, *cc])),
                 _text(subject.format(n=n)), _text(text.format(n=n)), _text(html.format(n=n)), "{}", _array([tag]),
-                _text(f'{{"customer": "{n % 100_000}"}}'), "[]", "", str(attempts), NULL, _time(next_attempt),
+                _text(f'{{"customer": "{n % 100_000}"}}'), "[]", "", str(attempts), _time(send_at), _time(next_attempt),
                 _time(lease), provider, _text(message_id), _text(last_error), NULL, _time(created), _time(updated),
                 _time(sent_at),
             ]  # fmt: skip
