@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY mailservice mailservice
 COPY emails emails
 COPY providers providers
+COPY dashboard dashboard
 RUN pip install --no-cache-dir .
 COPY manage.py gunicorn.conf.py ./
 COPY templates templates

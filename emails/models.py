@@ -106,6 +106,13 @@ class Email(models.Model):
             models.Index(fields=["-created_at"], name="email_created"),
             models.Index(fields=["status", "-created_at"], name="email_status_created"),
             GinIndex(fields=["recipients"], name="email_recipients"),
+            # The admin's provider filter. Partial: rows not tried yet (provider "") are not in it, so a
+            # claim costs no write here.
+            models.Index(fields=["provider", "-created_at"], name="email_provider_created", condition=~Q(provider="")),
+            # The dashboard: sent per minute and per provider (only the SENT write adds an entry), and
+            # the latest failures.
+            models.Index(fields=["sent_at"], name="email_sent_at", condition=Q(sent_at__isnull=False)),
+            models.Index(fields=["-updated_at"], name="email_failed_updated", condition=Q(status="FAILED")),
             # Delivery webhooks find their email by the provider's message id.
             models.Index(
                 fields=["provider_message_id"], name="email_provider_message_id", condition=~Q(provider_message_id="")
@@ -149,6 +156,10 @@ class IdempotencyKey(models.Model):
         return self.key
 
 
+# Event types that are a provider's error (a failed attempt), as the dashboard shows them.
+ERROR_TYPES = ["retry", "failed"]
+
+
 class EmailEvent(models.Model):
     """What happened to an email: each attempt's outcome, and later the provider's delivery events."""
 
@@ -159,6 +170,7 @@ class EmailEvent(models.Model):
         FAILED = "failed"
         RECOVERED = "recovered"  # a worker's lease passed; the email was queued again
         SUPPRESSED = "suppressed"  # recipients left out: they bounced or complained before
+        CANCELLED = "cancelled"  # an operator cancelled it while it was PENDING
         # The provider's, from its tracking webhook (anymail's normalised event types)
         DELIVERED = "delivered"
         BOUNCED = "bounced"
@@ -178,7 +190,11 @@ class EmailEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["email", "at"], name="event_email_at")]
+        indexes = [
+            models.Index(fields=["email", "at"], name="event_email_at"),
+            # The dashboard's latest error per provider: one index probe per provider.
+            models.Index(fields=["provider", "-at"], name="event_provider_error", condition=Q(type__in=ERROR_TYPES)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.at:%Y-%m-%d %H:%M:%S}"

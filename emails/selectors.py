@@ -7,10 +7,11 @@ import binascii
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.db import connection
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
-from emails.models import ApiKey, Email
+from emails.models import ERROR_TYPES, ApiKey, Email, EmailEvent
 
 
 def email_get(*, api_key: ApiKey, email_id: UUID) -> Email | None:
@@ -86,3 +87,103 @@ def email_stats(*, api_key: ApiKey) -> dict:
         "oldest_pending_age_seconds": oldest_due_age_seconds(emails, now),
         **last_hour,
     }
+
+
+# --- the dashboard's reads: each one query whatever the number of emails, providers or failures -------
+
+
+def counts_by_status_at_scale(*, exact_below: int = 200_000) -> tuple[dict[str, int], list[str]]:
+    """Counts by status for the whole table, and which of them are estimates.
+
+    Below `exact_below` rows (the planner's estimate) all are exact. Above, an exact COUNT would read
+    every row, so the statuses that are few (PENDING, PROCESSING: small partial indexes) are still
+    counted exactly, and SENT and FAILED are estimated from the planner's statistics (pg_class and
+    pg_stats, kept fresh by autovacuum's ANALYZE)."""
+    table = Email._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT c.reltuples::bigint, s.most_common_vals::text::text[], s.most_common_freqs,
+                       (SELECT count(*) FROM {table} WHERE status = %(pending)s),
+                       (SELECT count(*) FROM {table} WHERE status = %(processing)s)
+                  FROM pg_class c
+                  LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = c.relname
+                       AND s.attname = 'status'
+                 WHERE c.oid = %(table)s::regclass""",  # noqa: S608 - our table
+            {"table": table, "pending": Email.Status.PENDING, "processing": Email.Status.PROCESSING},
+        )
+        reltuples, values, freqs, pending, processing = cursor.fetchone()
+    if reltuples < exact_below:  # -1 when never analyzed
+        return counts_by_status(Email.objects.all()), []
+    share = dict(zip(values or [], freqs or [], strict=True))
+    estimated = [Email.Status.SENT, Email.Status.FAILED]
+    counts = {status: round(reltuples * share.get(status, 0)) for status in Email.Status.values}
+    counts.update({Email.Status.PENDING: pending, Email.Status.PROCESSING: processing})
+    return counts, estimated
+
+
+def emails_per_minute(*, now: datetime, minutes: int = 60) -> dict[str, list]:
+    """Accepted, sent and failed emails in each of the last `minutes` minutes (the current one last),
+    in one query: each part is a range scan of its own index (created_at, sent_at, failed updated_at)."""
+    table = Email._meta.db_table
+    end = now.replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=minutes - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT 'accepted', date_trunc('minute', created_at), count(*) FROM {table}
+                 WHERE created_at >= %(start)s GROUP BY 2
+                UNION ALL
+                SELECT 'sent', date_trunc('minute', sent_at), count(*) FROM {table}
+                 WHERE sent_at >= %(start)s GROUP BY 2
+                UNION ALL
+                SELECT 'failed', date_trunc('minute', updated_at), count(*) FROM {table}
+                 WHERE status = %(failed)s AND updated_at >= %(start)s GROUP BY 2""",  # noqa: S608 - our table
+            {"start": start, "failed": Email.Status.FAILED},
+        )
+        rows = cursor.fetchall()
+    slots = [start + timedelta(minutes=i) for i in range(minutes)]
+    series = {kind: dict.fromkeys(slots, 0) for kind in ("accepted", "sent", "failed")}
+    for kind, minute, count in rows:
+        if minute in series[kind]:  # rows stamped a little in the future (another host's clock) are left out
+            series[kind][minute] = count
+    return {"minutes": slots, **{kind: list(counts.values()) for kind, counts in series.items()}}
+
+
+def latest_failures(*, limit: int = 10) -> list[Email]:
+    """The most recently FAILED emails, newest first (the email_failed_updated index)."""
+    fields = ["id", "status", "updated_at", "provider", "attempts", "last_error"]
+    return list(Email.objects.filter(status=Email.Status.FAILED).only(*fields).order_by("-updated_at")[:limit])
+
+
+def provider_activity(*, names: list[str], now: datetime) -> dict[str, dict]:
+    """Per provider: emails sent in the last minute, and its latest error (a failed attempt's event),
+    in one query: one range scan for the sends, one index probe per provider for the error."""
+    table, events = Email._meta.db_table, EmailEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH sent AS (
+                    SELECT provider, count(*) AS n FROM {table} WHERE sent_at >= %(minute_ago)s GROUP BY provider
+                )
+                SELECT p.name, coalesce(sent.n, 0), error.at, error.type, error.detail
+                  FROM unnest(%(names)s::text[]) AS p (name)
+                  LEFT JOIN sent ON sent.provider = p.name
+                  LEFT JOIN LATERAL (
+                      SELECT at, type, detail FROM {events}
+                       WHERE provider = p.name AND type = ANY(%(types)s::text[])
+                       ORDER BY at DESC LIMIT 1
+                  ) AS error ON true""",  # noqa: S608 - our tables
+            {"minute_ago": now - timedelta(minutes=1), "names": names, "types": ERROR_TYPES},
+        )
+        rows = cursor.fetchall()
+    return {
+        name: {
+            "sent_last_minute": sent,
+            "last_error": {"at": at, "type": type, "detail": detail} if at else None,
+        }
+        for name, sent, at, type, detail in rows
+    }
+
+
+def email_progress(*, email_id: UUID) -> Email | None:
+    """An email's status and outcome, without its bodies: what the dashboard's card follows."""
+    fields = ["id", "status", "attempts", "provider", "last_error", "created_at", "sent_at", "updated_at"]
+    return Email.objects.filter(id=email_id).only(*fields).first()

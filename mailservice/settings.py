@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "anymail",
     "providers",
     "emails",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -131,7 +132,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -9,6 +9,7 @@ from emails.services.accepting import (
     template_render,
 )
 from emails.services.api_keys import api_key_create
+from emails.services.cancelling import emails_cancel
 from emails.services.delivery_events import email_record_delivery_event, suppression_add
 from emails.services.recovery import SweepResult, emails_sweep_stranded
 from emails.services.sending import build_message, email_send, emails_send, retry_delay
@@ -22,6 +23,7 @@ __all__ = [
     "email_record_delivery_event",
     "email_resend",
     "email_send",
+    "emails_cancel",
     "emails_retry_now",
     "emails_send",
     "emails_sweep_stranded",

@@ -1,9 +1,14 @@
 """The operator's admin: find emails, see why they failed, resend and retry."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from emails.models import Email
+from emails.admin import CappedCountPaginator
+from emails.models import Email, EmailEvent, Suppression, Template
 from tests.conftest import email_payload
 
 pytestmark = pytest.mark.django_db
@@ -65,3 +70,80 @@ def test_retry_now_gives_a_failed_email_new_attempts(operator, emails):
     failed.refresh_from_db()
     assert (failed.status, failed.attempts, failed.last_error) == ("PENDING", 0, "")
     assert Email.objects.get(id=emails[1].id).status == "PENDING"  # was not FAILED: untouched
+
+
+def test_cancel_fails_pending_emails_and_says_which_were_not(operator, emails):
+    pending, failed = emails[1], emails[0]
+
+    response = operator.post(
+        "/admin/emails/email/", {"action": "cancel", "_selected_action": [pending.id, failed.id]}, follow=True
+    )
+
+    pending.refresh_from_db()
+    assert (pending.status, pending.last_error) == ("FAILED", "cancelled")
+    assert Email.objects.get(id=failed.id).last_error == "SMTP 550 unknown user"  # was not PENDING: untouched
+    assert "Cancelled 1 email(s); 1 not PENDING, left as they were." in response.content.decode()
+
+
+def test_the_email_page_shows_its_attempts_and_events_as_a_timeline_in_order(operator, emails):
+    email = emails[0]
+    start = email.created_at
+    for seconds, kind, detail in [(9, "bounced", "mailbox full"), (2, "retry", "SMTP 451"), (5, "sent", "<id@x>")]:
+        EmailEvent.objects.create(email=email, type=kind, provider="relay", detail=detail,
+                                  at=start + timedelta(seconds=seconds))  # fmt: skip
+
+    page = operator.get(f"/admin/emails/email/{email.id}/change/").content.decode()
+
+    timeline = page[page.index('<ol class="timeline">') :]
+    positions = [timeline.index(f"<b>{kind}</b>") for kind in ("accepted", "retry", "sent", "bounced")]
+    assert positions == sorted(positions)
+    assert "via relay" in timeline and "SMTP 451" in timeline
+
+
+def test_the_html_body_is_previewed_in_a_sandboxed_iframe_escaped(operator, alice):
+    html = '<p onclick="x()">Hi</p>"><script>alert(1)</script>'
+    email_id = alice.post("/api/v1/emails", email_payload(html=html), format="json").json()["id"]
+
+    page = operator.get(f"/admin/emails/email/{email_id}/change/").content.decode()
+
+    assert (
+        '<iframe class="html-preview" sandbox="" srcdoc="&lt;p onclick=&quot;x()&quot;&gt;Hi&lt;/p&gt;&quot;&gt;'
+        '&lt;script&gt;alert(1)&lt;/script&gt;" title="html"></iframe>'
+    ) in page
+    assert "<script>alert(1)" not in page
+
+
+def test_the_changelist_counts_no_further_than_its_cap(operator, emails, monkeypatch):
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 2)
+
+    with CaptureQueriesContext(connection) as queries:
+        page = operator.get("/admin/emails/email/").content.decode()
+
+    assert "more than 2 emails" in page
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert counts and all("LIMIT 3" in sql for sql in counts)  # never a COUNT(*) of the whole table
+    assert len(operator.get("/admin/emails/email/").context["cl"].result_list) == 3  # the page itself is whole
+
+
+def test_the_provider_filter_offers_the_configured_providers(operator, emails, settings):
+    settings.MAIL_PROVIDERS = [{"name": "relay", "backend": "locmem"}, {"name": "backup", "backend": "locmem"}]
+    Email.objects.filter(id=emails[2].id).update(provider="backup")
+
+    response = operator.get("/admin/emails/email/", {"provider": "backup"})
+
+    assert [e.id for e in response.context["cl"].result_list] == [emails[2].id]
+    assert "?provider=relay" in response.content.decode()
+
+
+def test_templates_and_suppressions_are_managed_in_the_admin(operator):
+    response = operator.post(
+        "/admin/emails/template/add/",
+        {"name": "welcome", "subject": "Welcome {{ name }}", "text": "Hi", "html": "<b>Hi</b>"},
+    )
+    assert response.status_code == 302
+    assert Template.objects.get(name="welcome").subject == "Welcome {{ name }}"
+    assert "srcdoc=" in operator.get(f"/admin/emails/template/{Template.objects.get().id}/change/").content.decode()
+
+    operator.post("/admin/emails/suppression/add/", {"address": " Bob@Example.org ", "reason": "manual"})
+    assert Suppression.objects.get().address == "bob@example.org"
+    assert "bob@example.org" in operator.get("/admin/emails/suppression/").content.decode()
