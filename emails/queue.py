@@ -6,7 +6,10 @@ left to the sweep, which finds the row PENDING in the database.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 from collections.abc import Iterable
 
 from mailservice.celery import app
@@ -36,6 +39,49 @@ def publish(email_ids: Iterable[object], *, countdown: float = 0) -> int:
             )
             return start
     return len(ids)
+
+
+class _Publisher:
+    """This process's background publisher: publish_soon() hands it ids and returns at once.
+
+    Ids that arrive while it is publishing go out together in the next task, so under load a publish
+    (~0.7 ms of Celery's work) serves many submits instead of one each. An id still waiting here when
+    the process dies is published by the sweep, as after any lost publish."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: list[str] = []
+        self.wake = threading.Event()
+        self.pid = 0  # the process whose thread this is: a forked child starts its own
+
+    def add(self, email_ids: Iterable[object]) -> None:
+        with self.lock:
+            self.waiting.extend(str(i) for i in email_ids)
+            if self.pid != os.getpid():
+                self.pid = os.getpid()
+                threading.Thread(target=self.run, name="publisher", daemon=True).start()
+        self.wake.set()
+
+    def run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            ids, self.waiting = self.waiting, []
+        if ids:
+            publish(ids)
+
+
+_publisher = _Publisher()
+atexit.register(_publisher.flush)  # a process that stops cleanly publishes what it holds
+
+
+def publish_soon(email_ids: Iterable[object]) -> None:
+    """Enqueues send_emails for the ids from a background thread (see _Publisher). Never raises."""
+    _publisher.add(email_ids)
 
 
 def queue_depth() -> int:
