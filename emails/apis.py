@@ -17,6 +17,7 @@ from emails.fields import (
     AttachmentSerializer,
     HeadersField,
     MetadataField,
+    ParsedJson,
     StrictCharField,
 )
 from emails.models import Email
@@ -202,7 +203,7 @@ class EmailCreateApi(APIView):
 class EmailBatchCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         emails = serializers.ListField(
-            child=serializers.JSONField(), min_length=1, max_length=500, help_text="Up to 500 bodies of POST /emails."
+            child=ParsedJson(), min_length=1, max_length=500, help_text="Up to 500 bodies of POST /emails."
         )
 
     @extend_schema(
