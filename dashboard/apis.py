@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from dashboard.selectors import dashboard_snapshot
 from emails import selectors
-from emails.apis import EmailCreateApi
+from emails.apis import email_create_fields
 from emails.services import email_create
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,9 @@ class DashboardEmailProgressApi(StaffApi):
 
 
 class DashboardEmailCreateApi(StaffApi):
-    # The API's own validation, field for field: the form is one more client of POST /api/v1/emails.
-    InputSerializer = EmailCreateApi.InputSerializer
-
     @extend_schema(exclude=True)
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        email = email_create(api_key=None, **serializer.validated_data)
+        # The API's own validation, field for field: the form is one more client of POST /api/v1/emails.
+        email = email_create(api_key=None, **email_create_fields(request.data))
         log.info("email %s submitted from the dashboard by user %s", email.id, request.user.pk)
         return Response(DashboardEmailProgressApi.OutputSerializer(email).data, status=status.HTTP_202_ACCEPTED)

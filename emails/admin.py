@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import cached_property
 from uuid import UUID
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -49,6 +50,23 @@ class ProviderFilter(admin.SimpleListFilter):
         return queryset
 
 
+def sandboxed_preview(html: str) -> str:
+    """The html in an iframe that runs nothing and loads nothing: an empty sandbox (no scripts, forms,
+    navigation or same-origin access), and a policy refusing remote images and styles, so a preview
+    fires no tracking pixel and tells no third party the operator's address. srcdoc is escaped."""
+    policy = (
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
+    )
+    return format_html(
+        '<iframe class="html-preview" sandbox="" referrerpolicy="no-referrer" srcdoc="{}" title="html"></iframe>',
+        policy + html,
+    )
+
+
+# An action handles at most this many emails: Django's "select all" would hand it every matching row.
+ACTION_LIMIT = 1000
+
 # The changelist reads these columns only: bodies and attachments can be large.
 LIST_FIELDS = ["id", "status", "subject", "to", "attempts", "provider", "last_error", "created_at"]
 
@@ -56,6 +74,11 @@ LIST_FIELDS = ["id", "status", "subject", "to", "attempts", "provider", "last_er
 class EmailChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
         return super().get_queryset(request, exclude_parameters).only(*LIST_FIELDS)
+
+    def get_ordering(self, request, queryset):
+        # By time only (sortable_by hides the other headers, but a URL could still ask for them).
+        by_time = [f for f in super().get_ordering(request, queryset) if str(f).lstrip("-") == "created_at"]
+        return [*(by_time or ["-created_at"]), "-pk"]
 
 
 @admin.register(Email)
@@ -69,6 +92,7 @@ class EmailAdmin(admin.ModelAdmin):
     show_full_result_count = False  # would COUNT(*) the whole table on every page
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice, over the whole table
     ordering = ["-created_at"]
+    sortable_by = ["created_at"]  # sorting by another column sorts millions of rows on every page
     actions = ["resend", "retry_now", "cancel"]
     readonly_fields = [f.name for f in Email._meta.fields] + ["timeline", "html_preview"]
     fieldsets = [
@@ -108,11 +132,7 @@ class EmailAdmin(admin.ModelAdmin):
 
     @admin.display(description="html preview")
     def html_preview(self, email: Email) -> str:
-        if not email.html:
-            return "-"
-        # srcdoc is an attribute: format_html escapes it. An empty sandbox: no scripts, no forms, no
-        # same-origin access to the admin, no top navigation.
-        return format_html('<iframe class="html-preview" sandbox="" srcdoc="{}" title="html"></iframe>', email.html)
+        return sandboxed_preview(email.html) if email.html else "-"
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -130,22 +150,40 @@ class EmailAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # history is not edited; the actions resend, retry or cancel
 
-    @admin.action(description="Resend: a new email with the same content")
+    def has_operate_permission(self, request) -> bool:
+        """Who may resend, retry and cancel: staff with the change permission on emails (view-only
+        staff see the list, not the actions)."""
+        return request.user.has_perm("emails.change_email")
+
+    def _selected_ids(self, request, queryset) -> list[UUID] | None:
+        ids = list(queryset.values_list("id", flat=True)[: ACTION_LIMIT + 1])
+        if len(ids) > ACTION_LIMIT:
+            message = f"Select at most {ACTION_LIMIT} emails for an action; narrow the list with a filter or search."
+            self.message_user(request, message, messages.ERROR)
+            return None
+        return ids
+
+    @admin.action(description="Resend: a new email with the same content", permissions=["operate"])
     def resend(self, request, queryset):
+        if (ids := self._selected_ids(request, queryset)) is None:
+            return
         # The whole rows (the changelist reads only a few columns), in one query.
-        originals = list(Email.objects.filter(id__in=queryset.values("id")).select_related("api_key"))
+        originals = list(Email.objects.filter(id__in=ids).select_related("api_key"))
         for email in originals:
             services.email_resend(email=email)
         self.message_user(request, f"Queued {len(originals)} new email(s).", messages.SUCCESS)
 
-    @admin.action(description="Retry failed emails now")
+    @admin.action(description="Retry failed emails now", permissions=["operate"])
     def retry_now(self, request, queryset):
-        count = services.emails_retry_now(ids=list(queryset.values_list("id", flat=True)))
+        if (ids := self._selected_ids(request, queryset)) is None:
+            return
+        count = services.emails_retry_now(ids=ids)
         self.message_user(request, f"Retrying {count} failed email(s).", messages.SUCCESS)
 
-    @admin.action(description='Cancel pending emails (they end FAILED, "cancelled")')
+    @admin.action(description='Cancel pending emails (they end FAILED, "cancelled")', permissions=["operate"])
     def cancel(self, request, queryset):
-        ids = list(queryset.values_list("id", flat=True))
+        if (ids := self._selected_ids(request, queryset)) is None:
+            return
         cancelled = services.emails_cancel(ids=ids)
         level = messages.SUCCESS if len(cancelled) == len(ids) else messages.WARNING
         skipped = len(ids) - len(cancelled)
@@ -153,8 +191,22 @@ class EmailAdmin(admin.ModelAdmin):
         self.message_user(request, f"Cancelled {len(cancelled)} email(s){note}.", level)
 
 
+class TemplateForm(forms.ModelForm):
+    class Meta:
+        model = Template
+        fields = ["name", "subject", "text", "html"]
+
+    def clean(self):
+        data = super().clean()
+        parts = {part: data.get(part, "") for part in ("subject", "text", "html")}
+        for part, error in services.template_errors(**parts).items():
+            self.add_error(part, error)
+        return data
+
+
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
+    form = TemplateForm
     list_display = ["name", "subject", "updated_at"]
     search_fields = ["name", "subject"]
     readonly_fields = ["html_preview", "updated_at"]
@@ -166,9 +218,7 @@ class TemplateAdmin(admin.ModelAdmin):
 
     @admin.display(description="html preview (unrendered)")
     def html_preview(self, template: Template) -> str:
-        if not template.html:
-            return "-"
-        return format_html('<iframe class="html-preview" sandbox="" srcdoc="{}" title="html"></iframe>', template.html)
+        return sandboxed_preview(template.html) if template.html else "-"
 
 
 @admin.register(ApiKey)

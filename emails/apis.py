@@ -200,6 +200,12 @@ class EmailCreateApi(APIView):
         return _idempotently(request, produce)
 
 
+def email_create_fields(data) -> dict:
+    """`data` validated exactly as POST /emails validates its body (for other front doors, such as the
+    dashboard's form); raises ValidationError naming each bad field."""
+    return _validated(EmailCreateApi.InputSerializer, data)
+
+
 class EmailBatchCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         emails = serializers.ListField(
@@ -229,7 +235,7 @@ class EmailBatchCreateApi(APIView):
         items, errors = [], {}
         for index, body in enumerate(bodies):
             try:
-                items.append(_validated(EmailCreateApi.InputSerializer, body))
+                items.append(email_create_fields(body))
             except serializers.ValidationError as exc:
                 errors[index] = exc.detail
                 items.append(None)

@@ -6,6 +6,7 @@ from emails.services.accepting import (
     email_resend,
     emails_retry_now,
     idempotent,
+    template_errors,
     template_render,
 )
 from emails.services.api_keys import api_key_create
@@ -30,5 +31,6 @@ __all__ = [
     "idempotent",
     "retry_delay",
     "suppression_add",
+    "template_errors",
     "template_render",
 ]

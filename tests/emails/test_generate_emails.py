@@ -6,7 +6,7 @@ import io
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db.models import Count
 from django.utils import timezone
 
@@ -36,4 +36,13 @@ def test_it_inserts_a_mix_of_statuses_providers_and_events_over_30_days_and_queu
     # PENDING ones are recent, retrying soon or scheduled: none has waited for days.
     assert oldest_due_age_seconds(Email.objects.all(), now) < 15 * 60
     assert Email.objects.filter(status="PENDING", send_at__gt=now).exists()
-    assert queue_depth() == 0  # nothing published: no worker sends any of them
+    assert queue_depth() == 0  # nothing published now (the sweep would, as they come due)
+
+
+def test_it_refuses_to_generate_emails_a_real_provider_would_send(settings):
+    settings.MAIL_PROVIDERS = [{"name": "relay", "backend": "smtp", "options": {"host": "127.0.0.1", "port": 2525}}]
+
+    with pytest.raises(CommandError, match=r"real providers \(relay\).*--yes"):
+        call_command("generate_emails", 10, stdout=io.StringIO())
+
+    assert not Email.objects.exists()

@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from emails.models import ApiKey, Email, EmailEvent
-from providers.registry import parse_providers
+from providers.registry import BACKENDS, parse_providers
 
 Status = Email.Status
 Type = EmailEvent.Type
@@ -43,22 +43,33 @@ EMAIL_COLUMNS = [
 ]  # fmt: skip
 EVENT_COLUMNS = ["email_id", "type", "at", "provider", "detail"]
 NULL = r"\N"
+# Providers that deliver nowhere: generated emails that workers pick up cost nothing there.
+LOCAL_BACKENDS = {BACKENDS["file"], BACKENDS["console"], BACKENDS["locmem"]}
 
 
 class Command(BaseCommand):
     help = (
         "Inserts N generated emails (with their events) over the last 30 days: mostly SENT, some FAILED, "
-        "a few PENDING and PROCESSING. Nothing is queued or sent; recipients are at example domains."
+        "a few PENDING and PROCESSING. Nothing is queued now, but running workers and beat send the PENDING "
+        "ones as they come due and recover the PROCESSING ones when their lease passes: recipients are at "
+        "example domains, so use it with local providers (file, console, locmem), or say --yes."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("count", type=int, help="how many emails")
         parser.add_argument("--providers", help="comma-separated provider names (default: MAIL_PROVIDERS' names)")
         parser.add_argument("--seed", type=int, default=None, help="for a repeatable mix")
+        parser.add_argument("--yes", action="store_true", help="generate even with a real provider configured")
 
-    def handle(self, *args, count: int, providers: str | None, seed: int | None, **options):
+    def handle(self, *args, count: int, providers: str | None, seed: int | None, yes: bool, **options):
         if count < 1:
             raise CommandError("count must be at least 1")
+        real = [p.name for p in parse_providers(settings.MAIL_PROVIDERS) if p.backend not in LOCAL_BACKENDS]
+        if real and not yes:
+            raise CommandError(
+                f"MAIL_PROVIDERS has real providers ({', '.join(real)}): workers would send the generated "
+                "PENDING and PROCESSING emails through them to example.* addresses. Say --yes to go on."
+            )
         names = providers.split(",") if providers else [p.name for p in parse_providers(settings.MAIL_PROVIDERS)]
         generator = EmailGenerator(
             now=timezone.now(),
