@@ -241,17 +241,12 @@ class EmailBatchCreateApi(APIView):
                 items.append(None)
 
         def produce():
-            outcomes = email_create_batch(api_key=request.auth, items=[i for i in items if i is not None])
-            accepted = [o for o in outcomes if isinstance(o, Email)]
-            summaries = map(_reusable(EmailListApi.OutputSerializer).to_representation, accepted)
-            created = iter(outcomes)
+            outcomes = iter(email_create_batch(api_key=request.auth, items=[i for i in items if i is not None]))
+            summary = _reusable(EmailListApi.OutputSerializer).to_representation  # of a row, as of an Email
             results = []
             for index, item in enumerate(items):
-                if item is None:
-                    results.append({"errors": errors[index]})
-                    continue
-                outcome = next(created)
-                results.append(next(summaries) if isinstance(outcome, Email) else {"errors": outcome})
+                outcome = {"errors": errors[index]} if item is None else next(outcomes)
+                results.append(summary(outcome["email"]) if "email" in outcome else outcome)
             return status.HTTP_202_ACCEPTED, {"results": results}
 
         return _idempotently(request, produce)
