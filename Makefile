@@ -50,7 +50,7 @@ format: $(STAMP)
 $(BENCH_STAMP): pyproject.toml
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -e . "django-post_office>=3.12,<4" "aiohttp>=3.9,<4" "aiosmtpd>=1.4,<2"
+	$(BENCH_VENV)/bin/pip install --quiet -e . "django-post_office>=3.12,<4" "aiosmtpd>=1.4,<2"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
