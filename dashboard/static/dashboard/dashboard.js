@@ -131,7 +131,9 @@
       stamp.textContent = "refresh failed (" + error.message + "), retrying";
       stamp.dataset.state = "error";
     }
-    setTimeout(refresh, REFRESH_MS);
+    // A tab in the background asks nothing: it refreshes as soon as it is shown again.
+    if (document.hidden) document.addEventListener("visibilitychange", refresh, { once: true });
+    else setTimeout(refresh, REFRESH_MS);
   }
 
   // --- the send form and the cards that follow each email ------------------------------------------
@@ -188,18 +190,24 @@
     card.querySelector(".detail").textContent = detail.join(", ");
   }
 
-  async function poll(card, id) {
+  async function poll(card, id, wait = FOLLOW_MS) {
     try {
       const response = await fetch(urls.create + "/" + id, { credentials: "same-origin" });
       if (response.ok) {
         const email = await response.json();
         update(card, email);
         if (FINAL.includes(email.status)) return;
+        wait = FOLLOW_MS;
+      } else if (response.status === 403 || response.status === 404) {
+        card.querySelector(".detail").textContent = "no longer visible (HTTP " + response.status + ")";
+        return; // logged out, or gone: asking again will not help
+      } else {
+        wait = Math.min(wait * 2, 30000); // the server is struggling: ask less often
       }
     } catch (error) {
-      // a network blip: ask again
+      wait = Math.min(wait * 2, 30000); // a network blip: ask again, less often
     }
-    setTimeout(() => poll(card, id), FOLLOW_MS);
+    setTimeout(() => poll(card, id, wait), wait);
   }
 
   async function submit(event) {
