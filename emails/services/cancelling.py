@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from emails.models import Email, EmailEvent
+from mailservice import metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def emails_cancel(*, ids: list[UUID]) -> list[UUID]:
             EmailEvent(email_id=email.id, type=EmailEvent.Type.CANCELLED, at=now, detail=CANCELLED)
             for email in cancelled
         )
+    metrics.FAILED.labels("").inc(len(cancelled))  # ends FAILED, as a suppressed email does: no provider
     if cancelled:
         log.info("cancelled %d email(s): %s", len(cancelled), " ".join(str(e.id) for e in cancelled))
     return [email.id for email in cancelled]
