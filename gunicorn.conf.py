@@ -8,3 +8,15 @@ import os
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_WORKERS", os.cpu_count() or 1))
 threads = int(os.environ.get("WEB_THREADS", "8"))
+
+
+def post_worker_init(worker):
+    """Loads every view now (not on the first request), then moves all that is loaded out of the garbage
+    collector's sight: it is never freed, and a full collection walking it took ~120 ms of a request's
+    time every few hundred requests on 2 cores (with it frozen, ~20 ms)."""
+    import gc
+
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view
+    gc.freeze()
