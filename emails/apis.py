@@ -4,9 +4,11 @@ import json
 from functools import cached_property
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.fields import get_error_detail
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -170,13 +172,29 @@ class EmailCreateApi(APIView):
             return frozenset(self.fields)
 
         def to_internal_value(self, data):
-            if isinstance(data, dict):
-                unknown = sorted(set(data) - self._field_names)
-                if unknown:
-                    # Named as sent, escaped when it holds what JSON output or PostgreSQL cannot (NUL, surrogates).
-                    shown = (name if name.isprintable() else name.encode("unicode_escape").decode() for name in unknown)
-                    raise serializers.ValidationError({name: ["Unknown field."] for name in shown})
-            return super().to_internal_value(data)
+            if not isinstance(data, dict):
+                return super().to_internal_value(data)  # DRF's error for a body that is not an object
+            unknown = sorted(set(data) - self._field_names)
+            if unknown:
+                # Named as sent, escaped when it holds what JSON output or PostgreSQL cannot (NUL, surrogates).
+                shown = (name if name.isprintable() else name.encode("unicode_escape").decode() for name in unknown)
+                raise serializers.ValidationError({name: ["Unknown field."] for name in shown})
+            # DRF's loop, over the fields the body gives and the required ones only: for each absent
+            # optional field (a dozen in a typical email) DRF raises and catches SkipField, a third of the
+            # time it takes to validate a body. None of these fields has a default or a validate_<name>.
+            validated, errors = {}, {}
+            for field in self._writable_fields:
+                if field.field_name not in data and not field.required:
+                    continue
+                try:
+                    validated[field.source] = field.run_validation(field.get_value(data))
+                except serializers.ValidationError as exc:
+                    errors[field.field_name] = exc.detail
+                except DjangoValidationError as exc:
+                    errors[field.field_name] = get_error_detail(exc)
+            if errors:
+                raise serializers.ValidationError(errors)
+            return validated
 
         def validate(self, attrs):
             if not attrs.get("template"):  # else the template gives them (checked once rendered)
