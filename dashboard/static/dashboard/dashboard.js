@@ -41,10 +41,6 @@
     return Math.round(value / 3600) + " h";
   }
 
-  function emailLink(id) {
-    return el("a", id, { href: urls.adminEmail + id + "/change/" });
-  }
-
   function renderCounts(data) {
     for (const node of document.querySelectorAll("[data-count]")) {
       const status = node.dataset.count;
@@ -103,7 +99,7 @@
       body.replaceChildren(empty);
       return;
     }
-    body.replaceChildren(...data.failures.map((f) => row([when(f.at), emailLink(f.id), f.provider, f.attempts, f.last_error])));
+    body.replaceChildren(...data.failures.map((f) => row([when(f.at), el("a", f.id, { href: f.admin_url }), f.provider, f.attempts, f.last_error])));
   }
 
   function render(data) {
