@@ -120,7 +120,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailservice"),
-        conn_max_age=60,
+        conn_max_age=None,  # persistent: a reconnect costs a request tens of ms
         conn_health_checks=True,
     )
 }

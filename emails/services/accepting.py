@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -164,13 +165,18 @@ def _insert(rows: list[dict[str, Any]]) -> None:
     column (Email's field attnames are its column names)."""
     if not rows:
         return
-    table = Email._meta.db_table
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in Email._meta.concrete_fields)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s)",  # noqa: S608
+            _insert_statement(),
             [json.dumps(rows, default=str, ensure_ascii=False)],  # UUIDs and datetimes as PostgreSQL reads them
         )
+
+
+@functools.cache
+def _insert_statement() -> str:
+    table = Email._meta.db_table
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in Email._meta.concrete_fields)
+    return f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s)"  # noqa: S608
 
 
 def _publish_when_due(rows: list[dict[str, Any]], now: datetime) -> None:
