@@ -321,22 +321,25 @@ def smtplib_ceiling(count: int) -> dict:
     return result
 
 
+def load(url: str, key: str, *args) -> dict:
+    """One run of the load generator (bench/load.py), in a process of its own."""
+    done = subprocess.run([PYTHON, "-m", "bench.load", url, key, *map(str, args)], cwd=ROOT, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def median_of_3(figure: str, url: str, key: str, *args) -> dict:
+    # This VM's speed wanders from second to second: the middle of three runs, with all three kept.
+    runs = sorted((load(url, key, *args) for _ in range(3)), key=lambda run: run[figure])
+    return {**runs[1], "runs": [run[figure] for run in runs]}
+
+
 def http_ingest(key: str, url: str) -> dict:
-    def load(*args) -> dict:
-        done = subprocess.run([PYTHON, "-m", "bench.load", url, key, *map(str, args)], cwd=ROOT, check=True,
-                              capture_output=True, text=True)  # fmt: skip
-        return json.loads(done.stdout)
-
-    def median_of_3(figure: str, *args) -> dict:
-        # This VM's speed wanders from second to second: the middle of three runs, with all three kept.
-        runs = sorted((load(*args) for _ in range(3)), key=lambda run: run[figure])
-        return {**runs[1], "runs": [run[figure] for run in runs]}
-
-    load("single", 16, 3)  # every web process warmed up (imports, connections)
+    load(url, key, "single", 16, 3)  # every web process warmed up (imports, connections)
     return {
-        "single": load("single", 16, 10),
-        "rate_200": median_of_3("p99_ms", "rate", 200, 10),
-        "batch": median_of_3("emails_per_second", "batch", 4, 40, 500),
+        "single": load(url, key, "single", 16, 10),
+        "rate_200": median_of_3("p99_ms", url, key, "rate", 200, 10),
+        "batch": median_of_3("emails_per_second", url, key, "batch", 4, 40, 500),
     }
 
 
@@ -350,16 +353,11 @@ def reference_floor() -> dict:
                  "--worker-class", "gthread", "--workers", str(os.cpu_count() or 1), "--threads", "8"],
                 log="reference")  # fmt: skip
     wait_for(lambda: _accepts(port), 30, "the reference app")
-
-    def load(*args) -> dict:
-        done = subprocess.run([PYTHON, "-m", "bench.load", f"http://127.0.0.1:{port}", "-", *map(str, args)],
-                              cwd=ROOT, check=True, capture_output=True, text=True)  # fmt: skip
-        return json.loads(done.stdout)
-
-    load("single", 16, 3)
-    runs = sorted((load("rate", 200, 10) for _ in range(3)), key=lambda run: run["p99_ms"])
+    url = f"http://127.0.0.1:{port}"
+    load(url, "-", "single", 16, 3)
+    result = median_of_3("p99_ms", url, "-", "rate", 200, 10)
     stop(web)
-    return {**runs[1], "runs": [run["p99_ms"] for run in runs]}
+    return result
 
 
 def end_to_end(url: str, key: str, sink, count: int) -> dict:
@@ -367,15 +365,14 @@ def end_to_end(url: str, key: str, sink, count: int) -> dict:
 
     workers = start_workers()
     started = time.time()
-    done = subprocess.run([PYTHON, "-m", "bench.load", url, key, "batch", "2", str(count // 500), "500"], cwd=ROOT,
-                          check=True, capture_output=True, text=True)  # fmt: skip
+    ingest = load(url, key, "batch", 2, count // 500, 500)
     wait_for(lambda: sent_count() == count, 600, "every email SENT", interval=0.2)
     arrivals = sink.arrivals()
     for worker in workers:
         stop(worker)
     result = verify(arrivals, {str(i) for i in Email.objects.values_list("id", flat=True)})
     result["per_second"] = count / (max(t for _, t in arrivals) - started)  # from the first request
-    result["ingest"] = json.loads(done.stdout)
+    result["ingest"] = ingest
     return result
 
 
