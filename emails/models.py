@@ -84,6 +84,9 @@ class Email(models.Model):
     template = models.CharField(max_length=100, blank=True, help_text="The template it was rendered from.")
 
     attempts = models.PositiveIntegerField(default=0)
+    # Claims whose worker was lost before recording an outcome (killed, out of memory, crashed): an email
+    # whose send keeps killing its worker ends FAILED after MAIL_MAX_ATTEMPTS of them.
+    leases_lost = models.PositiveSmallIntegerField(default=0, db_default=0)
     send_at = models.DateTimeField(null=True, blank=True)
     # PENDING: when the next attempt is due. The sweep also moves it when it re-enqueues a row.
     next_attempt_at = models.DateTimeField(default=timezone.now)
@@ -177,6 +180,9 @@ class EmailEvent(models.Model):
         # Ours, one per attempt at a provider
         SENT = "sent"
         RETRY = "retry"  # a transient failure; another attempt follows (at once at another provider, or later)
+        # A transient failure after the message was handed over (the connection dropped before the
+        # provider's answer): it may have been delivered, and the retry may duplicate it.
+        POSSIBLY_SENT = "possibly_sent"
         FAILED = "failed"
         RECOVERED = "recovered"  # a worker's lease passed; the email was queued again
         SUPPRESSED = "suppressed"  # recipients left out: they bounced or complained before

@@ -26,12 +26,12 @@ PUBLISH_INTERVAL = 0.05
 log = logging.getLogger(__name__)
 
 
-def publish(email_ids: Iterable[object], *, countdown: float = 0) -> int:
-    """Enqueues send_emails for the ids, CHUNK at a time; returns how many were published. Never raises."""
+def publish(email_ids: Iterable[object], *, countdown: float = 0, per_task: int = CHUNK) -> int:
+    """Enqueues send_emails for the ids, `per_task` at a time; returns how many were published. Never raises."""
     ids = [str(i) for i in email_ids]
-    for start in range(0, len(ids), CHUNK):
+    for start in range(0, len(ids), per_task):
         try:
-            app.send_task(SEND_TASK, args=[ids[start : start + CHUNK]], countdown=countdown or None)
+            app.send_task(SEND_TASK, args=[ids[start : start + per_task]], countdown=countdown or None)
         except Exception as exc:
             # Broker down: the rows are stored, and the sweep publishes them once it is back.
             log.warning(

@@ -2,12 +2,13 @@ from celery import shared_task
 from celery.signals import worker_process_shutdown
 
 from emails import services
+from mailservice.worker_shutdown import shutdown_deadline
 from providers.selection import close_all
 
 
 @shared_task
 def send_emails(email_ids: list[str]) -> None:
-    services.emails_send(email_ids)
+    services.emails_send(email_ids, shutdown_deadline=shutdown_deadline)
 
 
 @shared_task

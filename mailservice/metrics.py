@@ -9,6 +9,12 @@ from prometheus_client.core import GaugeMetricFamily
 ACCEPTED = Counter("mailservice_emails_accepted_total", "Emails accepted by the API")
 SENT = Counter("mailservice_emails_sent_total", "Emails a provider accepted", ["provider"])
 FAILED = Counter("mailservice_emails_failed_total", "Emails that ended FAILED", ["provider"])
+POSSIBLE_DUPLICATES = Counter(
+    "mailservice_possible_duplicates_total",
+    "Attempts that may have delivered the message although they failed (the connection dropped after the message "
+    "was handed over); a retry may duplicate it",
+    ["provider"],
+)
 SEND_SECONDS = Histogram(
     "mailservice_send_seconds",
     "Time a provider took to take (or refuse) one message",

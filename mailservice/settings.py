@@ -124,6 +124,21 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# An unreachable server fails a connect, and a vanished peer (host down, network cut) an open connection,
+# in seconds rather than the kernel's minutes, in every process; options in DATABASE_URL win.
+DATABASES["default"]["OPTIONS"] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged
+    **DATABASES["default"].get("OPTIONS", {}),
+}
+# Web and Celery processes only (mailservice.database.bound_every_query): the longest PostgreSQL may stay
+# silent during one wait, and each statement's timeout. Two tries (the health check, then the reconnect)
+# keep a request under 5 s when the server is frozen.
+MAIL_DATABASE_TIMEOUT = env_number("MAIL_DATABASE_TIMEOUT", 2, minimum=0.1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -162,6 +177,9 @@ MAIL_RETRY_BACKOFF = env_number("MAIL_RETRY_BACKOFF", 10)
 MAIL_RETRY_BACKOFF_MAX = 3600
 MAIL_LEASE_SECONDS = env_number("MAIL_LEASE_SECONDS", 300, minimum=1)
 MAIL_SWEEP_INTERVAL = env_number("MAIL_SWEEP_INTERVAL", 60, minimum=0.1)
+# A stopping worker (SIGTERM) finishes its sends in flight, hands back what it claimed but did not start,
+# and is gone within this many seconds (inside Kubernetes' default 30 s grace period).
+MAIL_SHUTDOWN_GRACE = env_number("MAIL_SHUTDOWN_GRACE", 25, minimum=1)
 # Provider calls that overlap in each worker process (threads): latency-bound providers need them.
 MAIL_SEND_THREADS = env_int("MAIL_SEND_THREADS", 4, minimum=1)
 # Circuit breaker per provider: open after this many consecutive transient failures, for this long.
@@ -224,10 +242,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# A task never outlives its lease: past the soft limit the send fails (transient); past the hard one
-# the process is killed and the sweep takes the email back.
-CELERY_TASK_SOFT_TIME_LIMIT = MAIL_LEASE_SECONDS * 0.8
-CELERY_TASK_TIME_LIMIT = MAIL_LEASE_SECONDS * 0.9
+# A send task's own bounds come from the lease: its claim waits for an unreachable database for up to one
+# lease, and once claimed it writes outcomes until that claim's lease runs out (a write the lease fences is
+# safe however late). The limits only catch a task hung past all of that: the sweep takes its emails back.
+CELERY_TASK_SOFT_TIME_LIMIT = 2 * MAIL_LEASE_SECONDS + 30
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 
 LOGGING = {
     "version": 1,

@@ -6,11 +6,13 @@ import os
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.models.functions import Now
 from rest_framework.test import APIClient
 
+from emails.models import Email
 from emails.services import api_key_create, email_create
 from mailservice.redis import get_redis
-from tests.processes import Process, start_beat, start_web, start_worker
+from tests.processes import PostgresServer, Process, start_beat, start_web, start_worker
 from tests.sink import SmtpSink
 
 
@@ -30,6 +32,12 @@ def make_emails(count: int, **overrides) -> list[str]:
     payload = email_payload(**overrides)
     fields = {"from_email": payload.pop("from"), **payload}
     return [str(email_create(api_key=None, **fields).id) for _ in range(count)]
+
+
+def make_due(email_id: str) -> None:
+    """Moves a PENDING email's next attempt to now, by PostgreSQL's clock (the one claims compare with),
+    where a test would otherwise wait out a retry's backoff."""
+    Email.objects.filter(id=email_id).update(next_attempt_at=Now())
 
 
 def _api_client(name: str) -> APIClient:
@@ -118,3 +126,11 @@ def services(transactional_db, tmp_path):
     running = Services(env, tmp_path)
     yield running
     running.stop_all()
+
+
+@pytest.fixture
+def own_postgres(tmp_path):
+    """A PostgreSQL server of the test's own, migrated, at `own_postgres.url`: the test may stop or freeze it."""
+    with PostgresServer(tmp_path) as server:
+        server.create_database()
+        yield server

@@ -1,17 +1,24 @@
-"""Real processes for the tests that are about queueing: Celery workers, beat, gunicorn, a Redis of their own."""
+"""Real processes for the tests that are about queueing: Celery workers, beat, gunicorn, a Redis and a PostgreSQL
+of their own."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import psycopg2
 import redis
 
 from tests.sink import free_port
@@ -125,3 +132,234 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+def _postgres_bin() -> Path:
+    """The newest PostgreSQL installed under /usr/lib/postgresql (Debian's layout), else the one on PATH."""
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: _version(p.parent.parent.name))
+    if installed:
+        return installed[-1].parent
+    on_path = shutil.which("pg_ctl")
+    if on_path is None:
+        raise RuntimeError("no PostgreSQL server binaries (pg_ctl) in /usr/lib/postgresql/*/bin or on PATH")
+    return Path(on_path).parent
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in name.split(".") if part.isdigit())
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own, which the test may stop, start, freeze and thaw.
+
+    Never the machine's shared server: faults injected here reach only the processes the test points at `url`.
+    The cluster lives in a short directory of its own under /tmp, not in `log_dir` (the test's tmp_path): pytest
+    keeps tmp_path under a 0700 root-only directory the `postgres` user cannot enter, and a unix socket's path must
+    stay under ~100 bytes. Its log is copied into `log_dir` by close()."""
+
+    database = "mailservice"
+
+    def __init__(self, log_dir: Path) -> None:
+        self.bin = _postgres_bin()
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
+        self.log_dir = log_dir
+        self.root = Path(tempfile.mkdtemp(prefix="pg-"))
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self._stopped_pids: set[int] = set()
+        # pg_ctl and initdb refuse to run as root: as root, the cluster belongs to the `postgres` OS user.
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+        try:
+            self._initdb()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def __enter__(self) -> PostgresServer:
+        try:
+            return self if self.pid is not None else self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _initdb(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                  "--locale=C", "--no-sync", "--no-instructions")  # fmt: skip
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.root}'",
+            "max_connections": "100",
+            "shared_buffers": "32MB",
+            # Durability is not under test: a crash of the machine loses the test, not data that matters.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n# PostgresServer (tests/processes.py)\n")
+            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+
+    def _run(self, program: str, *args: str, timeout: float = 60) -> str:
+        command = [str(self.bin / program), *args]
+        if self._as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        # cwd: the postgres user must be able to enter it (it cannot enter root's home or tmp_path).
+        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed ({result.returncode}):\n{result.stdout}{result.stderr}\n{self.log()}")
+        return result.stdout
+
+    def start(self) -> PostgresServer:
+        """Starts the server and returns once it accepts connections (pg_ctl -w); data of an earlier run is kept."""
+        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60")
+        return self
+
+    def stop(self) -> None:
+        """A clean, fast shutdown (clients are disconnected): afterwards connections to the port are refused."""
+        self.thaw()  # a frozen postmaster would never act on pg_ctl's signal
+        if self.pid is not None:
+            self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30")
+
+    def freeze(self) -> None:
+        """SIGSTOPs the postmaster and every backend: a hung machine, whose TCP connections stay open (the kernel
+        still completes handshakes) but nothing ever answers."""
+        pid = self.pid
+        if pid is None:
+            raise RuntimeError("freeze(): the server is not running")
+        # The postmaster first, and stopped for sure before its children are listed, so that it forks none unseen.
+        self._stop_processes([pid])
+        self._stop_processes(_children(pid))
+
+    def _stop_processes(self, pids: list[int]) -> None:
+        """SIGSTOP is delivered asynchronously (a process running on another CPU goes on for a moment): returns once
+        every one of them is actually stopped."""
+        for target in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGSTOP)
+                self._stopped_pids.add(target)
+
+        def stopped() -> bool:
+            return all(process_state(target) in ("T", "Z", "X", None) for target in pids)  # or gone
+
+        wait_for(stopped, timeout=5, what=f"{pids} to stop")
+
+    def thaw(self) -> None:
+        """SIGCONTs every process freeze() stopped: the server answers again, open connections included."""
+        for target in sorted(self._stopped_pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGCONT)
+        self._stopped_pids.clear()
+
+    def close(self) -> None:
+        """Leaves nothing behind, whatever state the test left the server in: no process, no files (but the log,
+        copied into log_dir)."""
+        try:
+            try:
+                self.stop()
+            finally:
+                self._kill_leftovers()
+        finally:
+            if self.log_path.exists():
+                shutil.copyfile(self.log_path, self.log_dir / f"postgres-{self.port}.log")
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _kill_leftovers(self) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        for target in [pid, *_children(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
+        wait_for(lambda: not _alive(pid), timeout=10, what=f"postmaster {pid} to die")
+
+    @property
+    def pid(self) -> int | None:
+        """The running postmaster's pid, None when the server is down."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def pids(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, walwriter, ...)."""
+        pid = self.pid
+        return [] if pid is None else [pid, *_children(pid)]
+
+    def create_database(self) -> None:
+        """Creates the `mailservice` database and migrates it with manage.py in a subprocess, as a deployment does
+        (this process's Django connection stays on the test database)."""
+        self.query(f"CREATE DATABASE {self.database}", dbname="postgres")
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mailservice.settings", "DATABASE_URL": self.url,
+               "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        result = subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"migrate failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+    def query(
+        self, sql: str, params: Sequence[object] | Mapping[str, object] = (), *, dbname: str | None = None
+    ) -> list[tuple]:
+        """Runs one statement (autocommit) on a fresh connection and returns its rows: for assertions. Fails with
+        psycopg2.OperationalError within ~2 s if the server is down or frozen."""
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname=dbname or self.database, connect_timeout=2
+        )
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description is not None else []
+        finally:
+            connection.close()
+
+    def answers(self, timeout: float = 1.0) -> bool:
+        """Whether the server answers on its port within `timeout` seconds, at the protocol level (an SSLRequest,
+        which needs no database): False when it is down, and when it is frozen."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+                sock.sendall(struct.pack("!II", 8, 80877103))
+                return sock.recv(1) in (b"N", b"S")
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def _alive(pid: int) -> bool:
+    """True for a live process, False for none or a zombie (a stopped postmaster may wait a moment for its reaper)."""
+    return process_state(pid) not in ("Z", "X", None)
+
+
+def process_state(pid: int) -> str | None:
+    """The process's state letter in /proc (R, S, D, T, Z...), None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def _children(parent: int) -> list[int]:
+    """The pids whose parent is `parent`, read from /proc (the command name may hold spaces and parentheses)."""
+    children = []
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+            children.append(int(stat.split(" ", 1)[0]))
+    return children

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from emails import queue
 from emails.models import Email, EmailEvent, IdempotencyKey
+from mailservice import metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,11 @@ class SweepResult:
 
 
 def emails_sweep_stranded(*, now: datetime | None = None) -> SweepResult:
-    """Re-enqueues what the queue lost: expired leases, and due PENDING rows nobody picked up."""
-    now = now or timezone.now()
+    """Re-enqueues what the queue lost: expired leases, and due PENDING rows nobody picked up.
+
+    `now` is PostgreSQL's clock, as the leases and due times it compares with (tests may pass their own):
+    a beat or worker host whose clock runs ahead must not take back live leases."""
+    now = now or _database_now()
     recovered, failed = _recover_expired_leases(now)
     requeued = _requeue_stranded_pending(now)
     upcoming = _publish_upcoming(now)
@@ -59,43 +62,63 @@ def _publish_upcoming(now: datetime) -> int:
     return len(rows)
 
 
+def _database_now() -> datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
+LOST = "the worker was lost while sending it"
+
+
 def _recover_expired_leases(now: datetime) -> tuple[list[UUID], int]:
+    """Expired leases: their worker died (or hung) before recording an outcome. Each such loss is counted
+    on the email; one that keeps killing its worker (a crash in a C extension, an out-of-memory kill) ends
+    FAILED after MAIL_MAX_ATTEMPTS losses, as does one with no attempts left. The others are published one
+    per task: a poison email then takes down only its own task, never its chunk-mates again."""
     table = Email._meta.db_table
     max_attempts = settings.MAIL_MAX_ATTEMPTS
-    reason = "the worker was lost during the attempt"
     with transaction.atomic():
         rows = list(
             Email.objects.raw(
                 f"""UPDATE {table}
-                       SET status = CASE WHEN attempts >= %s THEN %s ELSE %s END,
-                           last_error = CASE WHEN attempts >= %s THEN %s ELSE last_error END,
-                           lease_until = NULL, next_attempt_at = %s, updated_at = %s
-                     WHERE status = %s AND lease_until < %s
-                 RETURNING id, status""",  # noqa: S608 - the table name is ours, the values are parameters
-                [
-                    max_attempts,
-                    Status.FAILED,
-                    Status.PENDING,
-                    max_attempts,
-                    f"{reason} (gave up after {max_attempts} attempts)",
-                    now,
-                    now,
-                    Status.PROCESSING,
-                    now,
-                ],
+                       SET status = CASE WHEN leases_lost + 1 >= %(max)s OR attempts >= %(max)s
+                                         THEN %(failed)s ELSE %(pending)s END,
+                           last_error = CASE WHEN leases_lost + 1 >= %(max)s THEN %(lost_max)s
+                                             WHEN attempts >= %(max)s THEN %(attempts_max)s
+                                             ELSE last_error END,
+                           leases_lost = leases_lost + 1,
+                           lease_until = NULL, next_attempt_at = %(now)s, updated_at = %(now)s
+                     WHERE status = %(processing)s AND lease_until < %(now)s
+                 RETURNING id, status, last_error, leases_lost""",  # noqa: S608 - the table name is ours
+                {
+                    "max": max_attempts,
+                    "failed": Status.FAILED,
+                    "pending": Status.PENDING,
+                    "processing": Status.PROCESSING,
+                    "lost_max": f"{LOST}, {max_attempts} times: its send may crash the worker",
+                    "attempts_max": f"{LOST} (gave up after {max_attempts} attempts)",
+                    "now": now,
+                },
             )
         )
         EmailEvent.objects.bulk_create(
-            EmailEvent(
+            EmailEvent(email_id=row.id, type=EmailEvent.Type.FAILED, at=now, detail=row.last_error)
+            if row.status == Status.FAILED
+            else EmailEvent(
                 email_id=row.id,
-                type=EmailEvent.Type.FAILED if row.status == Status.FAILED else EmailEvent.Type.RECOVERED,
+                type=EmailEvent.Type.RECOVERED,
                 at=now,
-                detail=reason,
+                detail=f"{LOST} ({row.leases_lost} of {max_attempts} times)",
             )
             for row in rows
         )
     recovered = [row.id for row in rows if row.status == Status.PENDING]
-    queue.publish(recovered)
+    for row in rows:
+        if row.status == Status.FAILED:
+            metrics.FAILED.labels("").inc()
+            log.warning("email %s failed: %s", row.id, row.last_error)
+    queue.publish(recovered, per_task=1)
     return recovered, len(rows) - len(recovered)
 
 

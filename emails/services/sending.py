@@ -1,4 +1,13 @@
-"""Sending: claim, send through the providers, record each outcome."""
+"""Sending: claim, send through the providers, record each outcome as its send completes.
+
+What a fault can cost is bounded by when outcomes are written. A send's outcome is written together with
+whatever else finished since the last write (a group commit: one statement), so a worker that dies loses
+only its sends in flight and one small group. While PostgreSQL cannot be reached, outcomes are kept and
+written again with backoff for as long as the claim's lease holds: the lease fences the write (only the
+claim that sent may record), so a late write is safe and an outage shorter than the lease resends nothing.
+
+Times that other workers compare (leases, due times) come from PostgreSQL's clock, never this host's.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +15,17 @@ import base64
 import logging
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import timedelta
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any
+from typing import TypeVar
 from uuid import UUID
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
-from django.utils import timezone
+from django.db import InterfaceError, OperationalError, connection
 
 from emails import queue
 from emails.models import Email, EmailEvent, Suppression
@@ -29,10 +37,23 @@ from providers.outbox import ID_HEADER
 log = logging.getLogger(__name__)
 
 Status = Email.Status
-# How early a task may arrive before its row is due (clock skew between worker hosts).
-DUE_TOLERANCE = timedelta(seconds=1)
-# Recording an outcome survives a database blip of a few seconds (None: give up, re-raise).
-FINISH_RETRY_DELAYS = (0.5, 1, 2, 4, None)
+T = TypeVar("T")
+
+# How early (by PostgreSQL's clock) a row may be claimed before it is due: a countdown measured on the
+# publishing host may end a little before the row's time, and a claim that finds nothing leaves the row
+# to the sweep.
+DUE_TOLERANCE_SECONDS = 1
+# A claim is written this long before its lease runs out by this host's reckoning (local clocks drift).
+LEASE_MARGIN_SECONDS = 1
+# Backoff between tries at the database while it is unreachable: short, so a write lands soon after it
+# is back, and never longer than the last step.
+DATABASE_RETRY_DELAYS = (0.1, 0.25, 0.5, 1, 2)
+# How often the task's thread looks up from its sends (for writes to retry and for a shutdown).
+WAKE_SECONDS = 0.2
+
+
+def _never() -> float | None:
+    return None
 
 
 def email_send(email_id: UUID | str) -> None:
@@ -40,54 +61,133 @@ def email_send(email_id: UUID | str) -> None:
     emails_send([email_id])
 
 
-def emails_send(email_ids: list[UUID | str]) -> None:
-    """One attempt at each email: claim the rows, send each through the providers (failing over),
-    record the outcomes. Claims, suppressions and sends are read and written for all at once.
+def emails_send(email_ids: list[UUID | str], *, shutdown_deadline: Callable[[], float | None] = _never) -> None:
+    """One attempt at each email: claim the rows, send each through the providers (failing over) and
+    record each outcome as it comes.
 
-    Safe to call twice for the same ids: only one caller wins each claim.
-    """
-    emails = _claim(email_ids)  # others are someone else's, not due yet, or final
-    if not emails:
+    `shutdown_deadline` tells when this process is stopping: the time.monotonic() by which it must be gone,
+    or None. From then on no new send starts: the emails not started yet go back to PENDING at once, and
+    the sends in flight are finished and recorded before the deadline.
+
+    Safe to call twice for the same ids: only one caller wins each claim."""
+    lease = _Lease(shutdown_deadline)
+
+    def claim() -> list[Email]:
+        lease.claimed = time.monotonic()  # PostgreSQL starts the lease after this
+        return _claim(email_ids)
+
+    emails = _when_database_answers(claim, until=lease.claims_wait_until, what="claim")
+    if emails is None:  # the database stayed down, or this worker is stopping: the rows are still PENDING
+        queue.publish(email_ids)  # for another worker, or for this one once the database is back
         return
-    recipients = {address for email in emails for address in email.recipients}
-    suppressed = set(Suppression.objects.filter(address__in=recipients).values_list("address", flat=True))
-    permits: dict = {}  # closed breakers, asked once per batch
+    if not emails:
+        return  # others are someone else's, not due yet, or final
+    recorder = _Recorder(lease)
+    suppressed = _when_database_answers(lambda: _suppressed(emails), until=lease.sends_start_until, what="read")
+    if suppressed is None:
+        return  # the database went away under the claim: the sweep takes the emails back after the lease
     to_send = []
     for email in emails:
         left_out = suppressed.intersection(email.recipients)
         events = [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(left_out))] if left_out else []
         if left_out and left_out >= set(email.recipients):
-            if _finish(email, events, status=Status.FAILED, last_error="suppressed"):
-                metrics.FAILED.labels("").inc()
+            recorder.add(_Result(email, Status.FAILED, events, last_error="suppressed"))
             log.info("email %s not sent: every recipient is suppressed", email.id)
         else:
             to_send.append((email, left_out, events))
-    # Past this, a send not started yet hands its email back: the chunk must end well inside its lease.
-    deadline = time.monotonic() + settings.MAIL_LEASE_SECONDS / 2
-    futures = {_send_pool().submit(_attempt, email, left_out, permits, deadline): (email, events)
-               for email, left_out, events in to_send}  # fmt: skip
-    sent = []
-    try:
-        for future in as_completed(futures):
-            email, events = futures[future]
-            outcome = future.result()
-            events += [_event(EmailEvent.Type.RETRY, t.provider, t.error.reason) for t in outcome.failed]
-            for failed in outcome.failed:
-                log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
-            if outcome.sent:
-                sent.append((email, outcome, events))  # recorded together, below
-            elif outcome.permanent or (outcome.failed and not email.can_retry()):
-                _record_failed(email, outcome, events)
-            elif outcome.failed:
-                _record_retry(email, outcome, events)
-            else:
-                _defer(email, outcome.defer_seconds or 0)
-    finally:
-        # Whatever went wrong above (a time limit, the database), what was delivered is recorded:
-        # left PROCESSING, it would be sent again once its lease expired.
-        for future in futures:
-            future.cancel()  # not started: those emails stay claimed until the sweep takes them back
-        _record_sent(sent)
+    _send_all(to_send, lease, recorder)
+    recorder.write_all()
+
+
+def _send_all(to_send: list[tuple[Email, set[str], list[EmailEvent]]], lease: _Lease, recorder: _Recorder) -> None:
+    """Sends on the pool, recording outcomes as they come. At most MAIL_SEND_THREADS sends are ever in
+    flight or done but not yet recorded: a new one starts only when an earlier one's outcome is written,
+    so what a killed worker may send twice is at most that many, and nothing starts while the database
+    cannot record it."""
+    not_started = deque(to_send)
+    in_flight: dict[Future, tuple[Email, list[EmailEvent]]] = {}
+    permits: dict = {}  # closed breakers, asked once per batch
+    while True:
+        recorder.write_when_due()
+        if not_started and (lease.stopping() or time.monotonic() > lease.sends_start_until()):
+            # Stopping, or late in the lease: back to PENDING at once, for another worker or a new claim.
+            recorder.add_all(
+                _Result(email, Status.PENDING, [], retry_in=0, counted=False) for email, _, _ in not_started
+            )
+            not_started.clear()
+            recorder.write_when_due()
+        while not_started and len(in_flight) + recorder.unrecorded < settings.MAIL_SEND_THREADS:
+            email, left_out, events = not_started.popleft()
+            in_flight[_send_pool().submit(_attempt, email, left_out, permits)] = (email, events)
+        if not in_flight:
+            if not not_started:
+                return
+            time.sleep(WAKE_SECONDS)  # every slot waits on an outcome the database has not taken yet
+            continue
+        done, _ = wait(in_flight, timeout=WAKE_SECONDS, return_when=FIRST_COMPLETED)
+        for future in done:
+            email, events = in_flight.pop(future)
+            recorder.add(_result(email, future.result(), events))
+        if lease.must_be_gone():
+            # Sends still running past the shutdown deadline stay claimed: the lease takes them back.
+            log.warning("stopping with %d send(s) still in flight; their leases will take them back", len(in_flight))
+            return
+
+
+class _Lease:
+    """This task's time, by this host's monotonic clock: how long a claim waits for the database, when
+    sends stop starting, until when outcomes may still be written, and whether the process is stopping.
+
+    PostgreSQL wrote the claim's lease after `claimed`, so it holds at least until claimed +
+    MAIL_LEASE_SECONDS."""
+
+    def __init__(self, shutdown_deadline: Callable[[], float | None]) -> None:
+        self.shutdown_deadline = shutdown_deadline
+        self.started = self.claimed = time.monotonic()
+
+    def _until(self, end: float) -> float:
+        """`end`, or earlier when the process must be gone before it."""
+        deadline = self.shutdown_deadline()
+        return end if deadline is None else min(end, deadline - LEASE_MARGIN_SECONDS)
+
+    def claims_wait_until(self) -> float:
+        return self._until(self.started + settings.MAIL_LEASE_SECONDS)
+
+    def sends_start_until(self) -> float:
+        # Sends start in the first half of the lease: the rest is for the slowest send and its write.
+        return self.claimed + settings.MAIL_LEASE_SECONDS / 2
+
+    def writes_until(self) -> float:
+        return self._until(self.claimed + settings.MAIL_LEASE_SECONDS - LEASE_MARGIN_SECONDS)
+
+    def stopping(self) -> bool:
+        return self.shutdown_deadline() is not None
+
+    def must_be_gone(self) -> bool:
+        deadline = self.shutdown_deadline()
+        return deadline is not None and time.monotonic() > deadline - LEASE_MARGIN_SECONDS
+
+
+def _when_database_answers(read: Callable[[], T], *, until: Callable[[], float], what: str) -> T | None:
+    """`read()`, tried again with backoff while the database is unreachable, until `until()` (monotonic);
+    None when it never answered."""
+    for attempt in range(1_000_000):
+        try:
+            return read()
+        except (OperationalError, InterfaceError) as exc:
+            delay = _backoff(attempt)
+            if attempt == 0:
+                log.warning("database unavailable (%s) for a %s; waiting for it", type(exc).__name__, what)
+            connection.close()  # broken: the next try reconnects
+            if time.monotonic() + delay > until():
+                log.warning("database still unavailable; %s given up", what)
+                return None
+            time.sleep(delay)
+    return None
+
+
+def _backoff(failures: int) -> float:
+    return DATABASE_RETRY_DELAYS[min(failures, len(DATABASE_RETRY_DELAYS) - 1)]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -102,9 +202,7 @@ def _send_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def _attempt(email: Email, left_out: set[str], permits: dict, deadline: float) -> failover.Outcome:
-    if time.monotonic() > deadline:
-        return failover.Outcome(defer_seconds=0)  # the chunk ran long: back to PENDING, attempt not counted
+def _attempt(email: Email, left_out: set[str], permits: dict) -> failover.Outcome:
     try:
         message = build_message(email, leave_out=left_out)
         return failover.send(message, ticket=str(email.id), permits=permits)
@@ -122,20 +220,33 @@ SENDING_FIELDS = ("id", "from_email", "to", "cc", "bcc", "reply_to", "recipients
 
 
 def _claim(email_ids: list[UUID | str]) -> list[Email]:
-    now = timezone.now()
-    lease = now + timedelta(seconds=settings.MAIL_LEASE_SECONDS)
-    # One statement: the conditional update is the lock, RETURNING saves a second query.
+    # One statement: the conditional update is the lock, RETURNING saves a second query. The lease and
+    # the due time are PostgreSQL's now(): a worker host whose clock is off neither sends early nor
+    # writes a lease that ends at the wrong time.
     # `status || ''` keeps the planner on the primary key: matched against the partial index of
     # PENDING rows, with statistics a bulk insert has not reached yet, it would scan every pending row.
     return list(
         Email.objects.raw(
             f"""UPDATE {Email._meta.db_table}
-                   SET status = %s, attempts = attempts + 1, lease_until = %s, updated_at = %s
-                 WHERE id = ANY(%s::uuid[]) AND status || '' = %s AND next_attempt_at <= %s
+                   SET status = %s, attempts = attempts + 1, updated_at = now(),
+                       lease_until = now() + %s * interval '1 second'
+                 WHERE id = ANY(%s::uuid[]) AND status || '' = %s
+                   AND next_attempt_at <= now() + %s * interval '1 second'
              RETURNING {", ".join(connection.ops.quote_name(f) for f in SENDING_FIELDS)}""",  # noqa: S608 - ours
-            [Status.PROCESSING, lease, now, [str(i) for i in email_ids], Status.PENDING, now + DUE_TOLERANCE],
+            [
+                Status.PROCESSING,
+                settings.MAIL_LEASE_SECONDS,
+                [str(i) for i in email_ids],
+                Status.PENDING,
+                DUE_TOLERANCE_SECONDS,
+            ],
         )
     )
+
+
+def _suppressed(emails: list[Email]) -> set[str]:
+    recipients = {address for email in emails for address in email.recipients}
+    return set(Suppression.objects.filter(address__in=recipients).values_list("address", flat=True))
 
 
 def _listed(addresses: set[str]) -> str:
@@ -176,98 +287,51 @@ def _event(type: str, provider: str = "", detail: str = "") -> EmailEvent:
     return EmailEvent(type=type, provider=provider, detail=detail)
 
 
-def _finish(email: Email, events: list[EmailEvent], **fields: Any) -> bool:
-    """Writes one attempt's outcome if this worker's claim still holds; False when it was taken back."""
-    now = timezone.now()
+@dataclass
+class _Result:
+    """One attempt's outcome, as it will be written. None leaves a column as it is."""
 
-    def write() -> int:
-        with transaction.atomic():
-            updated = Email.objects.filter(id=email.id, status=Status.PROCESSING, lease_until=email.lease_until).update(
-                lease_until=None, updated_at=now, **fields
-            )
-            if updated:
-                for event in events:
-                    event.email_id, event.at = email.id, now
-                EmailEvent.objects.bulk_create(events)
-        return updated
-
-    if not _retrying_db_blips(write, email_id=email.id):
-        log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
-        return False
-    return True
+    email: Email
+    status: str
+    events: list[EmailEvent]
+    provider: str | None = None
+    message_id: str | None = None
+    last_error: str | None = None
+    retry_in: float | None = None  # PENDING: seconds until the next attempt
+    counted: bool = True  # False: nothing was tried, the claim's attempt is given back
+    possibly_sent_by: list[str] = field(default_factory=list)  # providers whose failed try may have delivered
 
 
-def _record_sent(sent: list[tuple[Email, failover.Outcome, list[EmailEvent]]]) -> None:
-    """Marks the sent emails SENT, each only while its claim still holds, and stores their events (the
-    tries before, then "sent"): one statement for the whole chunk."""
-    if not sent:
-        return
-    now = timezone.now()
-    emails, events = [], []
-    for email, outcome, email_events in sent:
-        # Capped to the columns' sizes: one over-long id (an ESP's per-recipient ids) must not fail the chunk.
-        emails += [str(email.id), outcome.provider[:100], outcome.message_id[:1000], email.lease_until]
-        sent_event = _event(EmailEvent.Type.SENT, outcome.provider, outcome.message_id)
-        for event in [*email_events, sent_event]:
-            events += [str(email.id), event.type, event.provider[:100], event.detail, len(events)]
-    email_rows = ", ".join(["(%s::uuid, %s, %s, %s::timestamptz)"] * len(sent))
-    event_rows = ", ".join(["(%s::uuid, %s, %s, %s, %s)"] * (len(events) // 5))
-
-    def write() -> set[str]:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""WITH sent AS (
-                        UPDATE {Email._meta.db_table} AS e
-                           SET status = %s, provider = v.provider, provider_message_id = v.message_id,
-                               sent_at = %s, last_error = '', lease_until = NULL, updated_at = %s
-                          FROM (VALUES {email_rows}) AS v (id, provider, message_id, lease)
-                         WHERE e.id = v.id AND e.status = %s AND e.lease_until = v.lease
-                     RETURNING e.id
-                    ), events AS (
-                        INSERT INTO {EmailEvent._meta.db_table} (email_id, type, provider, detail, at)
-                        SELECT v.email_id, v.type, v.provider, v.detail, %s
-                          FROM (VALUES {event_rows}) AS v (email_id, type, provider, detail, n)
-                          JOIN sent ON sent.id = v.email_id
-                         ORDER BY v.n  -- ids in this order: the timeline sorts by (at, id)
-                    )
-                    SELECT id FROM sent""",  # noqa: S608 - table names and placeholders are ours
-                [Status.SENT, now, now, *emails, Status.PROCESSING, now, *events],
-            )
-            return {str(row[0]) for row in cursor.fetchall()}
-
-    recorded = _retrying_db_blips(write, email_id=sent[0][0].id)
-    for email, outcome, _ in sent:
-        if str(email.id) in recorded:
-            metrics.SENT.labels(outcome.provider).inc()
-        else:
-            log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
-    log.info("sent %d email(s): %s", len(recorded), " ".join(sorted(recorded)))
-
-
-def _retrying_db_blips(write: Callable[[], Any], *, email_id: UUID) -> Any:
-    """Runs `write`, again through a database blip of a few seconds: a message already out must not
-    become a resend because its outcome could not be recorded."""
-    for delay in FINISH_RETRY_DELAYS:
-        try:
-            return write()
-        except (OperationalError, InterfaceError):
-            if delay is None:
-                raise
-            log.warning("email %s: database unavailable while recording the outcome; retrying", email_id)
-            connection.close()
-            time.sleep(delay)
-    return None
-
-
-def _record_failed(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> None:
+def _result(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> _Result:
+    possibly_sent = [t.provider for t in outcome.failed if t.error.possibly_sent]
+    for failed in outcome.failed:
+        kind = EmailEvent.Type.POSSIBLY_SENT if failed.error.possibly_sent else EmailEvent.Type.RETRY
+        events.append(_event(kind, failed.provider, failed.error.reason))
+        log.info("email %s: %s failed (%s)", email.id, failed.provider, failed.error.kind)
+    if outcome.sent:
+        events.append(_event(EmailEvent.Type.SENT, outcome.provider, outcome.message_id))
+        # Capped to the columns' sizes: one over-long id (an ESP's per-recipient ids) must not fail a write.
+        return _Result(email, Status.SENT, events, provider=outcome.provider[:100],
+                       message_id=outcome.message_id[:1000], last_error="", possibly_sent_by=possibly_sent)  # fmt: skip
+    if not outcome.failed:  # nothing was tried (a rate limit's slot is far off, a hand-back)
+        return _Result(email, Status.PENDING, events, retry_in=outcome.defer_seconds or 0, counted=False)
     last = outcome.failed[-1]
-    reason = (
-        last.error.reason if last.error.permanent else f"{last.error.reason} (gave up after {email.attempts} attempts)"
-    )
-    events[-1] = _event(EmailEvent.Type.FAILED, last.provider, reason)
-    if _finish(email, events, status=Status.FAILED, provider=last.provider, last_error=reason):
-        metrics.FAILED.labels(last.provider).inc()
-    log.warning("email %s failed via %s (%s, attempt %d)", email.id, last.provider, last.error.kind, email.attempts)
+    if outcome.permanent or not email.can_retry():
+        reason = last.error.reason
+        if not last.error.permanent:
+            reason += f" (gave up after {email.attempts} attempts)"
+        if events[-1].type == EmailEvent.Type.RETRY:
+            events.pop()  # the last try's event is the failure itself
+        events.append(_event(EmailEvent.Type.FAILED, last.provider, reason))
+        return _Result(email, Status.FAILED, events, provider=last.provider, last_error=reason,
+                       possibly_sent_by=possibly_sent)  # fmt: skip
+    return _Result(email, Status.PENDING, events, provider=last.provider, last_error=last.error.reason,
+                   retry_in=retry_delay(email.attempts), possibly_sent_by=possibly_sent)  # fmt: skip
+
+
+def _handed_back(email: Email) -> _Result:
+    """Claimed but not tried: PENDING again at once, the claim's attempt given back."""
+    return _Result(email, Status.PENDING, [], retry_in=0, counted=False)
 
 
 def retry_delay(attempts: int) -> float:
@@ -276,32 +340,129 @@ def retry_delay(attempts: int) -> float:
     return min(delay, settings.MAIL_RETRY_BACKOFF_MAX)
 
 
-def _record_retry(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -> None:
-    last = outcome.failed[-1]
-    delay = retry_delay(email.attempts)
-    retried = _finish(
-        email,
-        events,
-        status=Status.PENDING,
-        provider=last.provider,
-        last_error=last.error.reason,
-        next_attempt_at=timezone.now() + timedelta(seconds=delay),
-    )
-    if retried and delay <= settings.MAIL_SWEEP_INTERVAL:
-        queue.publish([email.id], countdown=delay)  # later ones: the sweep publishes them as they come due
-    log.info("email %s will be retried in %.1fs (attempt %d)", email.id, delay, email.attempts)
+class _Recorder:
+    """Writes outcomes in groups: what finished since the last write goes out in one statement. While the
+    database is unreachable the outcomes wait here and the write is tried again with backoff, until the
+    lease runs out (or the process must be gone); past that the sweep takes the emails back, and what was
+    sent may go out again: logged with each id."""
+
+    def __init__(self, lease: _Lease) -> None:
+        self.lease = lease
+        self.waiting: list[_Result] = []
+        self.failures = 0  # consecutive failed writes
+        self.next_try = 0.0
+        self.database_down = False
+
+    def add(self, result: _Result) -> None:
+        self.waiting.append(result)
+
+    def add_all(self, results: Iterable[_Result]) -> None:
+        self.waiting.extend(results)
+
+    @property
+    def unrecorded(self) -> int:
+        return len(self.waiting)
+
+    def write_when_due(self) -> None:
+        if self.waiting and time.monotonic() >= self.next_try:
+            self._write()
+
+    def write_all(self) -> None:
+        """Writes what waits, trying again while the lease allows."""
+        while self.waiting:
+            if time.monotonic() >= self.lease.writes_until():
+                log.warning("database unavailable until the lease ran out; %d outcome(s) not recorded: %s",
+                            len(self.waiting), " ".join(str(r.email.id) for r in self.waiting))  # fmt: skip
+                return
+            time.sleep(max(0.0, self.next_try - time.monotonic()))
+            self._write()
+
+    def _write(self) -> None:
+        results, self.waiting = self.waiting, []
+        try:
+            recorded = _record(results)
+        except (OperationalError, InterfaceError) as exc:
+            self.waiting = results + self.waiting
+            if not self.database_down:
+                log.warning("database unavailable (%s) while recording %d outcome(s); keeping them",
+                            type(exc).__name__, len(results))  # fmt: skip
+            self.database_down = True
+            connection.close()  # broken: the next try reconnects
+            self.next_try = time.monotonic() + _backoff(self.failures)
+            self.failures += 1
+            return
+        if self.database_down:
+            log.info("database back: %d outcome(s) recorded", len(results))
+        self.database_down, self.failures = False, 0
+        _after_recording(results, recorded)
 
 
-def _defer(email: Email, seconds: float) -> None:
-    """Nothing was tried (rate limit, every breaker open): back to PENDING, the attempt not counted."""
-    if (
-        _finish(
-            email,
-            [],
-            status=Status.PENDING,
-            attempts=F("attempts") - 1,
-            next_attempt_at=timezone.now() + timedelta(seconds=seconds),
+def _record(results: list[_Result]) -> set[str]:
+    """Writes the outcomes, each only while its claim still holds, with their events (in order): one
+    statement for the group. Returns the ids written; raises the database's errors."""
+    emails, events = [], []
+    for result in results:
+        email = result.email
+        emails += [str(email.id), email.lease_until, result.status, result.provider, result.message_id,
+                   result.last_error, result.retry_in, 0 if result.counted else 1]  # fmt: skip
+        for event in result.events:
+            events += [str(email.id), event.type, event.provider[:100], event.detail, len(events)]
+    email_rows = ", ".join(["(%s::uuid, %s::timestamptz, %s, %s, %s, %s, %s::float8, %s::int)"] * len(results))
+    insert_events = ""
+    if events:
+        event_rows = ", ".join(["(%s::uuid, %s, %s, %s, %s::int)"] * (len(events) // 5))
+        insert_events = f""", events AS (
+            INSERT INTO {EmailEvent._meta.db_table} (email_id, type, provider, detail, at)
+            SELECT v.email_id, v.type, v.provider, v.detail, now()
+              FROM (VALUES {event_rows}) AS v (email_id, type, provider, detail, n)
+              JOIN done ON done.id = v.email_id
+             ORDER BY v.n  -- ids in this order: the timeline sorts by (at, id)
+        )"""  # noqa: S608 - table names and placeholders are ours
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH done AS (
+                    UPDATE {Email._meta.db_table} AS e
+                       SET status = v.status,
+                           provider = COALESCE(v.provider, e.provider),
+                           provider_message_id = COALESCE(v.message_id, e.provider_message_id),
+                           last_error = COALESCE(v.last_error, e.last_error),
+                           sent_at = CASE WHEN v.status = %s THEN now() ELSE e.sent_at END,
+                           next_attempt_at = COALESCE(now() + v.retry_in * interval '1 second', e.next_attempt_at),
+                           attempts = e.attempts - v.uncounted,
+                           lease_until = NULL, updated_at = now()
+                      FROM (VALUES {email_rows})
+                           AS v (id, lease, status, provider, message_id, last_error, retry_in, uncounted)
+                     WHERE e.id = v.id AND e.status = %s AND e.lease_until = v.lease
+                 RETURNING e.id
+                ){insert_events}
+                SELECT id FROM done""",  # noqa: S608 - table names and placeholders are ours
+            [Status.SENT, *emails, Status.PROCESSING, *events],
         )
-        and seconds <= settings.MAIL_SWEEP_INTERVAL
-    ):
-        queue.publish([email.id], countdown=seconds)
+        return {str(row[0]) for row in cursor.fetchall()}
+
+
+def _after_recording(results: list[_Result], recorded: set[str]) -> None:
+    """Counts, logs and publishes what was written."""
+    sent, again = [], {}
+    for result in results:
+        email = result.email
+        if str(email.id) not in recorded:
+            log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
+            continue
+        for provider in result.possibly_sent_by:
+            metrics.POSSIBLE_DUPLICATES.labels(provider).inc()
+        if result.status == Status.SENT:
+            metrics.SENT.labels(result.provider).inc()
+            sent.append(str(email.id))
+        elif result.status == Status.FAILED:
+            metrics.FAILED.labels(result.provider or "").inc()
+            log.warning("email %s failed (%s, attempt %d)", email.id, result.provider or "not sent", email.attempts)
+        else:
+            if result.counted:
+                log.info("email %s will be retried in %.1fs (attempt %d)", email.id, result.retry_in, email.attempts)
+            if result.retry_in <= settings.MAIL_SWEEP_INTERVAL:  # later ones: the sweep publishes them when due
+                again.setdefault(result.retry_in, []).append(email.id)
+    for delay, ids in again.items():
+        queue.publish(ids, countdown=delay)
+    if sent:
+        log.info("sent %d email(s): %s", len(sent), " ".join(sorted(sent)))

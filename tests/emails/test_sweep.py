@@ -16,12 +16,16 @@ from tests.conftest import email_payload
 pytestmark = pytest.mark.django_db
 
 
-def queued_ids() -> list[str]:
-    """The email ids waiting in the broker's queue, read from Celery's messages in Redis."""
+def queued_task_ids() -> list[list[str]]:
+    """The email ids of each send task waiting in the broker's queue, read from Celery's messages in Redis."""
     messages = [json.loads(raw) for raw in get_redis().lrange(QUEUE, 0, -1)]
     # Celery's message body is base64 JSON: [args, kwargs, embed].
-    tasks = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages if m["headers"]["task"] == SEND_TASK]
-    return [email_id for ids in tasks for email_id in ids]
+    return [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages if m["headers"]["task"] == SEND_TASK]
+
+
+def queued_ids() -> list[str]:
+    """The email ids waiting in the broker's queue."""
+    return [email_id for ids in queued_task_ids() for email_id in ids]
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +74,38 @@ def test_it_fails_an_expired_lease_with_no_attempts_left(email, settings):
 
     email.refresh_from_db()
     assert email.status == Email.Status.FAILED
-    assert email.last_error.startswith("the worker was lost during the attempt")
+    assert email.last_error == "the worker was lost while sending it (gave up after 5 attempts)"
     assert (result.failed, queued_ids()) == (1, [])
+
+
+def test_it_counts_lost_leases_and_fails_an_email_that_keeps_killing_its_worker(email, settings):
+    settings.MAIL_MAX_ATTEMPTS = 3
+    now = timezone.now()
+    for lost in (1, 2):
+        _processing(email, attempts=1, lease_until=now - timedelta(seconds=1))  # attempts left: not the cause
+        assert emails_sweep_stranded(now=now).recovered == 1
+        email.refresh_from_db()
+        assert (email.status, email.leases_lost) == (Email.Status.PENDING, lost)
+
+    _processing(email, attempts=1, lease_until=now - timedelta(seconds=1))
+    assert emails_sweep_stranded(now=now).failed == 1
+
+    email.refresh_from_db()
+    assert (email.status, email.leases_lost) == (Email.Status.FAILED, 3)
+    assert email.last_error == "the worker was lost while sending it, 3 times: its send may crash the worker"
+    assert list(email.events.values_list("type", flat=True)) == ["recovered", "recovered", "failed"]
+
+
+def test_it_requeues_recovered_emails_one_per_task(alice):
+    ids = [alice.post("/api/v1/emails", email_payload(), format="json").json()["id"] for _ in range(3)]
+    get_redis().delete(QUEUE)
+    now = timezone.now()
+    Email.objects.filter(id__in=ids).update(status=Email.Status.PROCESSING, lease_until=now - timedelta(seconds=1))
+
+    assert emails_sweep_stranded(now=now).recovered == 3
+
+    # One task each: an email that kills its worker takes no chunk-mate down with it again.
+    assert sorted(queued_task_ids()) == sorted([[i] for i in ids])
 
 
 def test_it_requeues_a_pending_email_whose_publish_was_lost(email, settings):

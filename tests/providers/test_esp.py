@@ -1,15 +1,13 @@
 """An ESP through django-anymail (Mailgun), faked only at its HTTP API."""
 
-from datetime import timedelta
 from urllib.parse import parse_qs
 
 import pytest
 import responses
-import time_machine
 
 from emails.models import Email
 from emails.services import email_send
-from tests.conftest import make_emails
+from tests.conftest import make_due, make_emails
 
 pytestmark = pytest.mark.django_db
 
@@ -24,11 +22,9 @@ def mailgun(settings):
 
 
 def _send_when_due(email_id: str) -> Email:
-    email = Email.objects.get(id=email_id)
-    with time_machine.travel(email.next_attempt_at + timedelta(milliseconds=1), tick=True):
-        email_send(email_id)
-    email.refresh_from_db()
-    return email
+    make_due(email_id)
+    email_send(email_id)
+    return Email.objects.get(id=email_id)
 
 
 def test_a_200_is_sent_with_the_esps_message_id(mailgun):

@@ -33,6 +33,12 @@ MESSAGES = {
         "body": "x " * 2000,
         "headers": {"X-Campaign": LONG, "X-Short": "a"},
     },
+    "lines starting with periods": {
+        "from_email": "shop@example.com",
+        "to": ["alice@example.org"],
+        "subject": "Dots",
+        "body": ".hidden\n..two\n.\nlast line without a line break.",
+    },
     "html and attachment": {
         "from_email": "shop@example.com",
         "to": ["alice@example.org"],

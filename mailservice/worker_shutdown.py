@@ -1,0 +1,51 @@
+"""A worker's warm shutdown, as its send tasks see it.
+
+On SIGTERM (what systemd, Kubernetes and honcho send) Celery's main process stops taking tasks and waits
+for the running ones, but its prefork children, where the tasks run, get no signal of their own. So the
+main process writes the time by which the worker must be gone into memory shared with its children
+(made here, at import, before the pool forks them), and a send task reads it: no new send starts, what
+was claimed and not started goes back to PENDING at once, and what is in flight is finished and recorded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import time
+
+from celery.signals import worker_process_init, worker_shutting_down
+from django.conf import settings
+
+# time.monotonic() (one clock for every process of the machine) by which the worker must be gone; 0: running.
+_deadline = multiprocessing.RawValue(ctypes.c_double, 0.0)
+
+
+def shutdown_deadline() -> float | None:
+    """When this worker must be gone (time.monotonic()), or None while it runs."""
+    return _deadline.value or None
+
+
+def _begin() -> None:
+    if not _deadline.value:
+        _deadline.value = time.monotonic() + settings.MAIL_SHUTDOWN_GRACE
+
+
+@worker_shutting_down.connect
+def _on_worker_shutting_down(**kwargs) -> None:
+    _begin()  # in the main process, as Celery begins its shutdown
+
+
+@worker_process_init.connect
+def _on_child_start(**kwargs) -> None:
+    # Celery resets SIGTERM to its default in a child, which dies at once with its sends in flight. A
+    # child gets one when the whole process group is signalled (systemd, honcho): it means the same warm
+    # shutdown, which the main process, signalled too, carries out.
+    signal.signal(signal.SIGTERM, _on_child_sigterm)
+
+
+def _on_child_sigterm(signum: int, frame: object) -> None:
+    _begin()
+    # Signalled alone, a child would hand back every task it is given: the worker stops as a whole.
+    os.kill(os.getppid(), signal.SIGTERM)
