@@ -20,6 +20,8 @@ SEND_TASK = "emails.tasks.send_emails"
 # Ids per task: a batch of 500 is 10 publishes (each ~0.5-1.5 ms of Celery's CPU), still spread over every worker.
 CHUNK = 50
 QUEUE = "celery"  # Celery's default queue, a Redis list of that name
+# Seconds added to every countdown (see publish): more than the clocks of hosts kept by NTP disagree.
+COUNTDOWN_MARGIN = 0.25
 # A web process publishes at most once per interval (see _Publisher).
 PUBLISH_INTERVAL = 0.05
 
@@ -27,11 +29,15 @@ log = logging.getLogger(__name__)
 
 
 def publish(email_ids: Iterable[object], *, countdown: float = 0, per_task: int = CHUNK) -> int:
-    """Enqueues send_emails for the ids, `per_task` at a time; returns how many were published. Never raises."""
+    """Enqueues send_emails for the ids, `per_task` at a time; returns how many were published. Never raises.
+
+    A countdown runs on the hosts' clocks, while a row's due time is PostgreSQL's: a task that arrived a
+    little early would find nothing to claim and leave the row to the sweep, so it arrives a little late."""
     ids = [str(i) for i in email_ids]
+    eta_countdown = countdown + COUNTDOWN_MARGIN if countdown else None
     for start in range(0, len(ids), per_task):
         try:
-            app.send_task(SEND_TASK, args=[ids[start : start + per_task]], countdown=countdown or None)
+            app.send_task(SEND_TASK, args=[ids[start : start + per_task]], countdown=eta_countdown)
         except Exception as exc:
             # Broker down: the rows are stored, and the sweep publishes them once it is back.
             log.warning(

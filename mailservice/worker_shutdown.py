@@ -15,7 +15,7 @@ import os
 import signal
 import time
 
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import task_prerun, worker_process_init, worker_shutting_down
 from django.conf import settings
 
 # time.monotonic() (one clock for every process of the machine) by which the worker must be gone; 0: running.
@@ -37,15 +37,31 @@ def _on_worker_shutting_down(**kwargs) -> None:
     _begin()  # in the main process, as Celery begins its shutdown
 
 
+_in_pool_child = False
+
+
 @worker_process_init.connect
 def _on_child_start(**kwargs) -> None:
-    # Celery resets SIGTERM to its default in a child, which dies at once with its sends in flight. A
-    # child gets one when the whole process group is signalled (systemd, honcho): it means the same warm
-    # shutdown, which the main process, signalled too, carries out.
-    signal.signal(signal.SIGTERM, _on_child_sigterm)
+    global _in_pool_child
+    _in_pool_child = True
+
+
+@task_prerun.connect
+def _on_task_start(**kwargs) -> None:
+    # A child gets SIGTERM when the whole process group is signalled (systemd, honcho): it means the same
+    # warm shutdown, which the main process, signalled too, carries out. billiard gives a child a handler
+    # that exits at once, with the sends in flight, and sets it after worker_process_init: so ours goes in
+    # before a task runs.
+    if _in_pool_child and signal.getsignal(signal.SIGTERM) is not _on_child_sigterm:
+        _previous_handler[0] = signal.signal(signal.SIGTERM, _on_child_sigterm)
+
+
+_previous_handler: list = [signal.SIG_DFL]
 
 
 def _on_child_sigterm(signum: int, frame: object) -> None:
     _begin()
+    # A second SIGTERM (billiard ending a cold shutdown) stops the child at once, as it would have.
+    signal.signal(signal.SIGTERM, _previous_handler[0])
     # Signalled alone, a child would hand back every task it is given: the worker stops as a whole.
     os.kill(os.getppid(), signal.SIGTERM)

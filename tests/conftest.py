@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from emails.models import Email
 from emails.services import api_key_create, email_create
 from mailservice.redis import get_redis
-from tests.processes import PostgresServer, Process, start_beat, start_web, start_worker
+from tests.processes import ROOT, PostgresServer, Process, start_beat, start_web, start_worker
 from tests.sink import SmtpSink
 
 
@@ -92,8 +92,10 @@ class Services:
     def _env(self, overrides: dict[str, str]) -> dict[str, str]:
         return {**self.env, "MAIL_PROVIDERS": json.dumps(settings.MAIL_PROVIDERS), **overrides}
 
-    def worker(self, *, concurrency: int = 2, **env: str) -> Process:
-        return self._track(start_worker(self._env(env), self.log_dir, concurrency=concurrency))
+    def worker(self, *, concurrency: int = 2, queues: str = "celery", clock_skew: float = 0, **env: str) -> Process:
+        return self._track(
+            start_worker(self._env(env), self.log_dir, concurrency=concurrency, queues=queues, clock_skew=clock_skew)
+        )
 
     def beat(self, **env: str) -> Process:
         return self._track(start_beat(self._env(env), self.log_dir))
@@ -122,6 +124,7 @@ def services(transactional_db, tmp_path):
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
         "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(ROOT),  # test providers (tests/crashing_provider.py) are importable in workers
     }
     running = Services(env, tmp_path)
     yield running

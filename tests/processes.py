@@ -70,13 +70,35 @@ class Process:
         self._signal(signal.SIGKILL)
         self._log.close()
 
+    def terminate(self) -> None:
+        """SIGTERM to the main process only, as Kubernetes sends it to a container's first process."""
+        self.popen.send_signal(signal.SIGTERM)
+
+    def signal_group(self, sig: int) -> None:
+        """`sig` to every process of the group, as systemd (KillMode=control-group) and honcho send it."""
+        self._signal(sig)
+
+    def exited(self) -> bool:
+        return self.popen.poll() is not None
+
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
 
-def start_worker(env: dict[str, str], log_dir: Path, *, concurrency: int = 2, name: str = "worker") -> Process:
-    args = [str(BIN / "celery"), "-A", "mailservice", "worker", "--loglevel", "INFO",
+def start_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    concurrency: int = 2,
+    name: str = "worker",
+    queues: str = "celery",
+    clock_skew: float = 0,
+) -> Process:
+    """A Celery worker; with `clock_skew`, its processes' clock (time.time(), datetime.now()) runs that many
+    seconds ahead of the machine's (tests/skewed_clock.py)."""
+    command = [sys.executable, "-m", "tests.skewed_clock", str(clock_skew)] if clock_skew else [str(BIN / "celery")]
+    args = [*command, "-A", "mailservice", "worker", "--loglevel", "INFO", "--queues", queues,
             "--concurrency", str(concurrency), "--hostname", f"{name}-{time.monotonic_ns()}@%h",
             "--without-gossip", "--without-mingle"]  # fmt: skip
     return Process(name, args, env, log_dir)

@@ -178,7 +178,9 @@ def _insert_statement() -> str:
     columns = [connection.ops.quote_name(field.column) for field in Email._meta.concrete_fields]
     # Due by PostgreSQL's clock, as the workers' claims compare it: a web host whose clock runs ahead would
     # otherwise make every email wait that much.
-    values = ["COALESCE(send_at, now())" if column == '"next_attempt_at"' else column for column in columns]
+    values = [
+        "COALESCE(send_at, statement_timestamp())" if column == '"next_attempt_at"' else column for column in columns
+    ]
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - the names are ours
         f"SELECT {', '.join(values)} FROM jsonb_populate_recordset(NULL::{table}, %s)"

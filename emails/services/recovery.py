@@ -64,7 +64,7 @@ def _publish_upcoming(now: datetime) -> int:
 
 def _database_now() -> datetime:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT now()")
+        cursor.execute("SELECT statement_timestamp()")
         return cursor.fetchone()[0]
 
 

@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 Status = Email.Status
 T = TypeVar("T")
 
-# How early (by PostgreSQL's clock) a row may be claimed before it is due: a countdown measured on the
-# publishing host may end a little before the row's time, and a claim that finds nothing leaves the row
-# to the sweep.
-DUE_TOLERANCE_SECONDS = 1
 # A claim is written this long before its lease runs out by this host's reckoning (local clocks drift).
 LEASE_MARGIN_SECONDS = 1
 # Backoff between tries at the database while it is unreachable: short, so a write lands soon after it
@@ -221,25 +217,18 @@ SENDING_FIELDS = ("id", "from_email", "to", "cc", "bcc", "reply_to", "recipients
 
 def _claim(email_ids: list[UUID | str]) -> list[Email]:
     # One statement: the conditional update is the lock, RETURNING saves a second query. The lease and
-    # the due time are PostgreSQL's now(): a worker host whose clock is off neither sends early nor
-    # writes a lease that ends at the wrong time.
+    # the due time are PostgreSQL's clock (statement_timestamp(): now() outside a transaction), so a
+    # worker host whose clock is off neither sends early nor writes a lease that ends at the wrong time.
     # `status || ''` keeps the planner on the primary key: matched against the partial index of
     # PENDING rows, with statistics a bulk insert has not reached yet, it would scan every pending row.
     return list(
         Email.objects.raw(
             f"""UPDATE {Email._meta.db_table}
-                   SET status = %s, attempts = attempts + 1, updated_at = now(),
-                       lease_until = now() + %s * interval '1 second'
-                 WHERE id = ANY(%s::uuid[]) AND status || '' = %s
-                   AND next_attempt_at <= now() + %s * interval '1 second'
+                   SET status = %s, attempts = attempts + 1, updated_at = statement_timestamp(),
+                       lease_until = statement_timestamp() + %s * interval '1 second'
+                 WHERE id = ANY(%s::uuid[]) AND status || '' = %s AND next_attempt_at <= statement_timestamp()
              RETURNING {", ".join(connection.ops.quote_name(f) for f in SENDING_FIELDS)}""",  # noqa: S608 - ours
-            [
-                Status.PROCESSING,
-                settings.MAIL_LEASE_SECONDS,
-                [str(i) for i in email_ids],
-                Status.PENDING,
-                DUE_TOLERANCE_SECONDS,
-            ],
+            [Status.PROCESSING, settings.MAIL_LEASE_SECONDS, [str(i) for i in email_ids], Status.PENDING],
         )
     )
 
@@ -413,7 +402,7 @@ def _record(results: list[_Result]) -> set[str]:
         event_rows = ", ".join(["(%s::uuid, %s, %s, %s, %s::int)"] * (len(events) // 5))
         insert_events = f""", events AS (
             INSERT INTO {EmailEvent._meta.db_table} (email_id, type, provider, detail, at)
-            SELECT v.email_id, v.type, v.provider, v.detail, now()
+            SELECT v.email_id, v.type, v.provider, v.detail, statement_timestamp()
               FROM (VALUES {event_rows}) AS v (email_id, type, provider, detail, n)
               JOIN done ON done.id = v.email_id
              ORDER BY v.n  -- ids in this order: the timeline sorts by (at, id)
@@ -426,10 +415,11 @@ def _record(results: list[_Result]) -> set[str]:
                            provider = COALESCE(v.provider, e.provider),
                            provider_message_id = COALESCE(v.message_id, e.provider_message_id),
                            last_error = COALESCE(v.last_error, e.last_error),
-                           sent_at = CASE WHEN v.status = %s THEN now() ELSE e.sent_at END,
-                           next_attempt_at = COALESCE(now() + v.retry_in * interval '1 second', e.next_attempt_at),
+                           sent_at = CASE WHEN v.status = %s THEN statement_timestamp() ELSE e.sent_at END,
+                           next_attempt_at = COALESCE(statement_timestamp() + v.retry_in * interval '1 second',
+                                                      e.next_attempt_at),
                            attempts = e.attempts - v.uncounted,
-                           lease_until = NULL, updated_at = now()
+                           lease_until = NULL, updated_at = statement_timestamp()
                       FROM (VALUES {email_rows})
                            AS v (id, lease, status, provider, message_id, last_error, retry_in, uncounted)
                      WHERE e.id = v.id AND e.status = %s AND e.lease_until = v.lease

@@ -1,0 +1,85 @@
+"""A deploy: SIGTERM to a worker finishes and records its sends in flight, hands what it claimed but had not
+started back to PENDING at once, and exits within MAIL_SHUTDOWN_GRACE; a rolling restart sends each once."""
+
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from emails import queue
+from emails.models import Email
+from tests.conftest import make_emails
+from tests.processes import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _exit_within(worker, seconds: float) -> float:
+    """Waits for the worker to exit; returns how long it took."""
+    stopping = time.monotonic()
+    wait_for(worker.exited, timeout=seconds, what="the worker to exit", interval=0.01)
+    return time.monotonic() - stopping
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
+def test_a_stopping_worker_records_its_sends_in_flight_and_hands_back_the_rest_at_once(
+    sending_to_sink, services, whole_group
+):
+    sink = sending_to_sink
+    sink.set_latency(0.5)
+    later = timezone.now() + timedelta(days=1)
+    ids = make_emails(40, send_at=later)  # stored not yet due: nothing published before the one chunk below
+    Email.objects.filter(id__in=ids).update(next_attempt_at=Now(), send_at=None)
+    # A lease far longer than the test: only the hand-back can bring the emails back.
+    env = {"MAIL_LEASE_SECONDS": "300", "MAIL_SEND_THREADS": "2"}
+    worker = services.worker(concurrency=1, **env)
+    queue.publish(ids)
+    wait_for(lambda: Email.objects.filter(status=Email.Status.PROCESSING).count() == 40, timeout=30, what="a claim")
+    wait_for(lambda: sink.received, timeout=30, what="the first sends")
+
+    if whole_group:
+        worker.signal_group(signal.SIGTERM)  # as systemd and honcho do: every process of the worker
+    else:
+        worker.terminate()  # as Kubernetes does: the main process only, its pool's children get no signal
+    took = _exit_within(worker, settings.MAIL_SHUTDOWN_GRACE + 5)
+    assert took < settings.MAIL_SHUTDOWN_GRACE
+
+    assert not Email.objects.filter(status=Email.Status.PROCESSING).exists(), "nothing left claimed"
+    sent = set(Email.objects.filter(status=Email.Status.SENT).values_list("id", flat=True))
+    assert {str(i) for i in sent} == set(sink.count_by_id()), "every send that went out is recorded"
+    handed_back = Email.objects.filter(status=Email.Status.PENDING)
+    assert handed_back.count() == 40 - len(sent) > 0
+    assert set(handed_back.values_list("attempts", "leases_lost")) == {(0, 0)}, "nothing was tried or lost"
+
+    services.worker(**env)  # the replacement: no lease to wait out
+    wait_for(lambda: Email.objects.filter(status=Email.Status.SENT).count() == 40, timeout=60, what="all SENT")
+    assert set(sink.count_by_id().values()) == {1}
+    print(f"exit {took:.2f}s after SIGTERM; {len(sent)} sent before it, {40 - len(sent)} handed back")
+
+
+def test_a_rolling_restart_under_load_delivers_each_email_exactly_once(sending_to_sink, services):
+    sink = sending_to_sink
+    sink.set_latency(0.04)
+    ids = make_emails(1000)
+    workers = [services.worker(), services.worker()]
+    exits = []
+    for n, (worker, whole_group) in enumerate(zip(workers, [False, True], strict=True)):
+        wait_for(lambda n=n: len(sink.received) >= 200 * (n + 1), timeout=120, what="delivery to be under way")
+        if whole_group:
+            worker.signal_group(signal.SIGTERM)  # as systemd and honcho do: every process of the worker
+        else:
+            worker.terminate()  # as Kubernetes does: the main process only
+        assert len(sink.received) < 1000, "each restart lands mid-run"
+        services.worker()  # its replacement, at once
+        exits.append(_exit_within(worker, settings.MAIL_SHUTDOWN_GRACE + 5))
+
+    wait_for(lambda: Email.objects.filter(status=Email.Status.SENT).count() == 1000, timeout=120, what="all SENT")
+    counts = sink.count_by_id()
+    assert set(counts) == set(ids)
+    assert set(counts.values()) == {1}, f"{sum(counts.values()) - len(counts)} duplicates"
+    assert max(exits) < settings.MAIL_SHUTDOWN_GRACE
+    print("exits after SIGTERM: " + ", ".join(f"{t:.2f}s" for t in exits))
