@@ -1,7 +1,17 @@
+import logging
+
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.views import exception_handler
+
+log = logging.getLogger(__name__)
+
+# What an unreachable, refusing or frozen database raises; each door answers it with a 503 (here for DRF's
+# views, mailservice.urls.server_error for the rest).
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER = 5  # seconds, in the 503's Retry-After
 
 
 class PayloadTooLarge(APIException):
@@ -16,10 +26,27 @@ class IdempotencyKeyReused(APIException):
     default_code = "idempotency_key_reused"
 
 
+class DatabaseUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable; try again shortly."
+    default_code = "database_unavailable"
+
+
+def log_database_unavailable(exc: BaseException) -> None:
+    # The type only: a database error's message may quote the request's data.
+    log.error("database unavailable (%s): answered 503", type(exc).__name__)
+
+
 def api_exception_handler(exc, context):
-    """DRF's handler, plus: a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400."""
+    """DRF's handler, plus: a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400, and a database
+    outage is a 503 with Retry-After, not Django's 500 page."""
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 
         exc = PayloadTooLarge(f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    elif isinstance(exc, DATABASE_ERRORS):
+        log_database_unavailable(exc)
+        response = exception_handler(DatabaseUnavailable(), context)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
     return exception_handler(exc, context)

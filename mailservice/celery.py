@@ -23,3 +23,17 @@ class CheckProviders(bootsteps.Step):
 
 
 app.steps["worker"].add(CheckProviders)
+
+
+# Appended after the app's setup, hence the late import.
+from celery import signals  # noqa: E402
+
+
+@signals.worker_init.connect  # a solo or threads pool runs tasks in the worker's own process
+@signals.worker_process_init.connect  # each prefork pool process
+@signals.beat_init.connect
+def bound_queries(**kwargs) -> None:
+    """A frozen database fails a task's query in seconds instead of holding its process forever."""
+    from mailservice.database import bound_every_query
+
+    bound_every_query()

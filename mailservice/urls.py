@@ -1,11 +1,16 @@
+import sys
+
 from django.contrib import admin
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.template import loader
 from django.urls import include, path
-from django.views.defaults import page_not_found
+from django.views import defaults
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.views import APIView
 
 from emails import health
+from emails.exceptions import DATABASE_ERRORS, DATABASE_RETRY_AFTER, DatabaseUnavailable, log_database_unavailable
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -26,7 +31,28 @@ def not_found(request, exception):
     """An API client gets JSON for any unknown path under /api/ (a malformed id included), not an HTML page."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
-    return page_not_found(request, exception)
+    return defaults.page_not_found(request, exception)
 
 
 handler404 = not_found
+
+
+def server_error(request):
+    """Django's 500 page, except for a database outage: a 503 with Retry-After, in JSON for the API and
+    DRF's views (the dashboard's JSON), else templates/503.html. Django calls it while handling the exception
+    (from a view or a middleware, e.g. saving the session), so sys.exc_info() holds it."""
+    exc = sys.exc_info()[1]
+    if not isinstance(exc, DATABASE_ERRORS):
+        return defaults.server_error(request)
+    log_database_unavailable(exc)
+    view = request.resolver_match.func if request.resolver_match else None
+    if request.path.startswith("/api/") or issubclass(getattr(view, "view_class", object), APIView):
+        response = JsonResponse({"detail": DatabaseUnavailable.default_detail}, status=503)
+    else:
+        # Without the request: a context processor would read the user, from the database.
+        response = HttpResponse(loader.render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
+handler500 = server_error
