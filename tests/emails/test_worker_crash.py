@@ -14,9 +14,7 @@ EMAILS = 300
 PROCESSES = 2  # the worker's pool processes, all killed with it
 
 
-def test_it_sends_every_email_after_the_worker_is_killed_and_resends_at_most_those_in_flight(
-    sending_to_sink, services
-):
+def test_it_sends_every_email_after_the_worker_is_killed_and_resends_at_most_those_in_flight(sending_to_sink, services):
     sink = sending_to_sink
     sink.set_latency(0.04)  # slow enough that the kill lands while messages are in flight
     ids = make_emails(EMAILS)
