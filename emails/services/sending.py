@@ -107,9 +107,7 @@ def _send_all(to_send: list[tuple[Email, set[str], list[EmailEvent]]], lease: _L
         recorder.write_when_due()
         if not_started and (lease.stopping() or time.monotonic() > lease.sends_start_until()):
             # Stopping, or late in the lease: back to PENDING at once, for another worker or a new claim.
-            recorder.add_all(
-                _Result(email, Status.PENDING, [], retry_in=0, counted=False) for email, _, _ in not_started
-            )
+            recorder.add_all(_handed_back(email) for email, _, _ in not_started)
             not_started.clear()
             recorder.write_when_due()
         while not_started and len(in_flight) + recorder.unrecorded < settings.MAIL_SEND_THREADS:
@@ -167,19 +165,20 @@ class _Lease:
 def _when_database_answers(read: Callable[[], T], *, until: Callable[[], float], what: str) -> T | None:
     """`read()`, tried again with backoff while the database is unreachable, until `until()` (monotonic);
     None when it never answered."""
-    for attempt in range(1_000_000):
+    failures = 0
+    while True:
         try:
             return read()
         except (OperationalError, InterfaceError) as exc:
-            delay = _backoff(attempt)
-            if attempt == 0:
+            if not failures:
                 log.warning("database unavailable (%s) for a %s; waiting for it", type(exc).__name__, what)
             connection.close()  # broken: the next try reconnects
+            delay = _backoff(failures)
+            failures += 1
             if time.monotonic() + delay > until():
                 log.warning("database still unavailable; %s given up", what)
                 return None
             time.sleep(delay)
-    return None
 
 
 def _backoff(failures: int) -> float:
@@ -367,11 +366,10 @@ class _Recorder:
             self._write()
 
     def _write(self) -> None:
-        results, self.waiting = self.waiting, []
+        results = self.waiting
         try:
             recorded = _record(results)
         except (OperationalError, InterfaceError) as exc:
-            self.waiting = results + self.waiting
             if not self.database_down:
                 log.warning("database unavailable (%s) while recording %d outcome(s); keeping them",
                             type(exc).__name__, len(results))  # fmt: skip
@@ -382,7 +380,7 @@ class _Recorder:
             return
         if self.database_down:
             log.info("database back: %d outcome(s) recorded", len(results))
-        self.database_down, self.failures = False, 0
+        self.waiting, self.database_down, self.failures = [], False, 0
         _after_recording(results, recorded)
 
 

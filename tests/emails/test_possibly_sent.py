@@ -20,7 +20,7 @@ def possible_duplicates(provider: str) -> float:
     return float(match[1]) if match else 0.0
 
 
-def test_a_drop_after_data_is_recorded_as_possibly_sent_and_retried(alice, sending_to_sink):
+def test_a_drop_after_data_is_recorded_as_possibly_sent_and_retried(alice, admin_client, sending_to_sink):
     sending_to_sink.script(DROP)  # the message arrives, the server's reply never does
     email_id = alice.post("/api/v1/emails", email_payload(), format="json").json()["id"]
     before = possible_duplicates("sink")
@@ -38,6 +38,8 @@ def test_a_drop_after_data_is_recorded_as_possibly_sent_and_retried(alice, sendi
     shown = alice.get(f"/api/v1/emails/{email_id}").json()
     assert (shown["status"], shown["attempts"]) == ("SENT", 2)
     assert [event["type"] for event in shown["events"]] == ["possibly_sent", "sent"]
+    page = admin_client.get(f"/admin/emails/email/{email_id}/change/").content.decode()
+    assert "possibly_sent" in page and "possibly sent, no reply to the message" in page
     # Both went out: the duplicate is counted, not silent.
     assert [r.email_id for r in sending_to_sink.received] == [email_id, email_id]
 
