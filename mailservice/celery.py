@@ -1,6 +1,7 @@
 import os
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailservice.settings")
 
@@ -25,10 +26,6 @@ class CheckProviders(bootsteps.Step):
 app.steps["worker"].add(CheckProviders)
 
 
-# Appended after the app's setup, hence the late import.
-from celery import signals  # noqa: E402
-
-
 @signals.worker_init.connect  # a solo or threads pool runs tasks in the worker's own process
 @signals.worker_process_init.connect  # each prefork pool process
 @signals.beat_init.connect
@@ -37,3 +34,11 @@ def bound_queries(**kwargs) -> None:
     from mailservice.database import bound_every_query
 
     bound_every_query()
+
+
+@signals.task_prerun.connect
+def close_broken_connections(**kwargs) -> None:
+    """What Django does at each request: a connection an earlier task found broken is closed, and the
+    next query checks the one it reuses (settings: CONN_HEALTH_CHECKS, and CELERY_DB_REUSE_MAX, which
+    keeps Celery from reconnecting for every task)."""
+    close_old_connections()

@@ -242,6 +242,10 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup closes the database connection before and after every task unless told to reuse it
+# (a reconnect, and the statement timeout set on it, per task of up to 50 emails); a connection PostgreSQL
+# dropped meanwhile fails the next query, which sending retries on a new connection.
+CELERY_DB_REUSE_MAX = 1000
 # A send task's own bounds come from the lease: its claim waits for an unreachable database for up to one
 # lease, and once claimed it writes outcomes until that claim's lease runs out (a write the lease fences is
 # safe however late). The limits only catch a task hung past all of that: the sweep takes its emails back.

@@ -15,8 +15,7 @@ import base64
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -96,32 +95,19 @@ def emails_send(email_ids: list[UUID | str], *, shutdown_deadline: Callable[[], 
 
 
 def _send_all(to_send: list[tuple[Email, set[str], list[EmailEvent]]], lease: _Lease, recorder: _Recorder) -> None:
-    """Sends on the pool, recording outcomes as they come. At most MAIL_SEND_THREADS sends are ever in
-    flight or done but not yet recorded: a new one starts only when an earlier one's outcome is written,
-    so what a killed worker may send twice is at most that many, and nothing starts while the database
-    cannot record it."""
-    not_started = deque(to_send)
-    in_flight: dict[Future, tuple[Email, list[EmailEvent]]] = {}
+    """Sends on the pool (MAIL_SEND_THREADS at a time), recording outcomes as they come: what a killed worker
+    may send again is its sends in flight and the one group of outcomes it was writing."""
     permits: dict = {}  # closed breakers, asked once per batch
-    while True:
-        recorder.write_when_due()
-        if not_started and (lease.stopping() or time.monotonic() > lease.sends_start_until()):
-            # Stopping, or late in the lease: back to PENDING at once, for another worker or a new claim.
-            recorder.add_all(_handed_back(email) for email, _, _ in not_started)
-            not_started.clear()
-            recorder.write_when_due()
-        while not_started and len(in_flight) + recorder.unrecorded < settings.MAIL_SEND_THREADS:
-            email, left_out, events = not_started.popleft()
-            in_flight[_send_pool().submit(_attempt, email, left_out, permits)] = (email, events)
-        if not in_flight:
-            if not not_started:
-                return
-            time.sleep(WAKE_SECONDS)  # every slot waits on an outcome the database has not taken yet
-            continue
+    in_flight: dict[Future, tuple[Email, list[EmailEvent]]] = {
+        _send_pool().submit(_attempt, email, left_out, permits, lease, recorder): (email, events)
+        for email, left_out, events in to_send
+    }
+    while in_flight:
         done, _ = wait(in_flight, timeout=WAKE_SECONDS, return_when=FIRST_COMPLETED)
         for future in done:
             email, events = in_flight.pop(future)
             recorder.add(_result(email, future.result(), events))
+        recorder.write_when_due()
         if lease.must_be_gone():
             # Sends still running past the shutdown deadline stay claimed: the lease takes them back.
             log.warning("stopping with %d send(s) still in flight; their leases will take them back", len(in_flight))
@@ -197,7 +183,12 @@ def _send_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def _attempt(email: Email, left_out: set[str], permits: dict) -> failover.Outcome:
+def _attempt(email: Email, left_out: set[str], permits: dict, lease: _Lease, recorder: _Recorder) -> failover.Outcome:
+    # A send starts only while its outcome can be recorded in time: not late in the lease, not while the
+    # worker stops, not while the database cannot take outcomes (it would only add to what is at risk).
+    # Otherwise its email goes back to PENDING at once, for another worker or a later claim.
+    if time.monotonic() > lease.sends_start_until() or lease.stopping() or recorder.database_down:
+        return failover.Outcome(defer_seconds=0)
     try:
         message = build_message(email, leave_out=left_out)
         return failover.send(message, ticket=str(email.id), permits=permits)
@@ -317,11 +308,6 @@ def _result(email: Email, outcome: failover.Outcome, events: list[EmailEvent]) -
                    retry_in=retry_delay(email.attempts), possibly_sent_by=possibly_sent)  # fmt: skip
 
 
-def _handed_back(email: Email) -> _Result:
-    """Claimed but not tried: PENDING again at once, the claim's attempt given back."""
-    return _Result(email, Status.PENDING, [], retry_in=0, counted=False)
-
-
 def retry_delay(attempts: int) -> float:
     """Seconds before the next attempt: doubling from MAIL_RETRY_BACKOFF, with jitter, capped."""
     delay = settings.MAIL_RETRY_BACKOFF * 2 ** (attempts - 1) * random.uniform(0.8, 1.2)  # noqa: S311
@@ -339,17 +325,10 @@ class _Recorder:
         self.waiting: list[_Result] = []
         self.failures = 0  # consecutive failed writes
         self.next_try = 0.0
-        self.database_down = False
+        self.database_down = False  # the last write failed: no new send starts (read by the send threads)
 
     def add(self, result: _Result) -> None:
         self.waiting.append(result)
-
-    def add_all(self, results: Iterable[_Result]) -> None:
-        self.waiting.extend(results)
-
-    @property
-    def unrecorded(self) -> int:
-        return len(self.waiting)
 
     def write_when_due(self) -> None:
         if self.waiting and time.monotonic() >= self.next_try:

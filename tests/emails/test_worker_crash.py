@@ -1,5 +1,6 @@
 """A worker SIGKILLed mid-send loses no email and sends again only what it had in flight: each outcome is
-recorded as its send completes, leases expire, the sweep re-enqueues, a new worker sends."""
+recorded as its send completes (not when its task's chunk ends), leases expire, the sweep re-enqueues, the
+other worker sends."""
 
 import pytest
 from django.conf import settings
