@@ -38,6 +38,7 @@ def _on_worker_shutting_down(**kwargs) -> None:
 
 
 _in_pool_child = False
+_previous_handler: list = [signal.SIG_DFL]  # billiard's, in a pool child
 
 
 @worker_process_init.connect
@@ -54,9 +55,6 @@ def _on_task_start(**kwargs) -> None:
     # before a task runs.
     if _in_pool_child and signal.getsignal(signal.SIGTERM) is not _on_child_sigterm:
         _previous_handler[0] = signal.signal(signal.SIGTERM, _on_child_sigterm)
-
-
-_previous_handler: list = [signal.SIG_DFL]
 
 
 def _on_child_sigterm(signum: int, frame: object) -> None:

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 Status = Email.Status
 T = TypeVar("T")
 
-# A claim is written this long before its lease runs out by this host's reckoning (local clocks drift).
+# Writes stop this long before the lease runs out by this host's monotonic reckoning, and before a stopping
+# worker's deadline.
 LEASE_MARGIN_SECONDS = 1
 # Backoff between tries at the database while it is unreachable: short, so a write lands soon after it
 # is back, and never longer than the last step.
