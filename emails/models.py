@@ -22,6 +22,13 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=12, help_text="The key's first characters, to recognise it.")
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    senders = ArrayField(
+        models.CharField(max_length=255),
+        default=list,
+        blank=True,
+        help_text="Domains (example.com) and addresses (ops@other.org) this key may send from, as the From, "
+        "Sender and envelope sender; empty: any address.",
+    )
 
     # DRF treats the authenticated key as the request's user.
     is_authenticated = True
@@ -140,13 +147,23 @@ class Email(models.Model):
 
 
 class Template(models.Model):
-    """A stored email, rendered with each submit's `context` in Django's template language."""
+    """A stored email, rendered with each submit's `context` in Django's template language. A template
+    belongs to one API key, or is shared (no key): a key renders its own and the shared ones."""
 
-    name = models.SlugField(max_length=100, unique=True)
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="templates", help_text="Empty: shared."
+    )
+    name = models.SlugField(max_length=100)
     subject = models.CharField(max_length=998)
     text = models.TextField(blank=True, help_text="Plain-text body; not escaped.")
     html = models.TextField(blank=True, help_text="HTML body; context values are escaped.")
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "name"], name="template_key_name"),
+            models.UniqueConstraint(fields=["name"], condition=Q(api_key__isnull=True), name="template_shared_name"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -224,11 +241,29 @@ class Suppression(models.Model):
         COMPLAINED = "complained"
         MANUAL = "manual"
 
-    address = models.CharField(max_length=320, unique=True, help_text="Bare and lower-cased.")
+    # The key whose email bounced or drew the complaint: only its emails leave the address out. Empty: every
+    # key's (an operator's suppression, or one from before suppressions had keys).
+    api_key = models.ForeignKey(
+        ApiKey,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="suppressions",
+        help_text="Empty: all keys.",
+    )
+    address = models.CharField(max_length=320, help_text="Bare and lower-cased.")
     reason = models.CharField(max_length=20, choices=Reason.choices, default=Reason.MANUAL)
     detail = models.TextField(blank=True)
     email = models.ForeignKey(Email, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "address"], name="suppression_key_address"),
+            models.UniqueConstraint(
+                fields=["address"], condition=Q(api_key__isnull=True), name="suppression_every_key_address"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.address
