@@ -11,8 +11,8 @@ SENT = Counter("mailservice_emails_sent_total", "Emails a provider accepted", ["
 FAILED = Counter("mailservice_emails_failed_total", "Emails that ended FAILED", ["provider"])
 POSSIBLE_DUPLICATES = Counter(
     "mailservice_possible_duplicates_total",
-    "Attempts that may have delivered the message although they failed (the connection dropped after the message "
-    "was handed over); a retry may duplicate it",
+    "Sends that may reach their recipients twice: a failed try that may have delivered (the connection dropped "
+    "after the message was handed over), or a send whose outcome could not be recorded before its lease ran out",
     ["provider"],
 )
 SEND_SECONDS = Histogram(

@@ -341,6 +341,8 @@ class _Recorder:
             if time.monotonic() >= self.lease.writes_until():
                 log.warning("database unavailable until the lease ran out; %d outcome(s) not recorded: %s",
                             len(self.waiting), " ".join(str(r.email.id) for r in self.waiting))  # fmt: skip
+                _count_possible_duplicates(self.waiting)
+                _unrecorded_sends(self.waiting)
                 return
             time.sleep(max(0.0, self.next_try - time.monotonic()))
             self._write()
@@ -409,16 +411,31 @@ def _record(results: list[_Result]) -> set[str]:
         return {str(row[0]) for row in cursor.fetchall()}
 
 
+def _count_possible_duplicates(results: list[_Result]) -> None:
+    """Failed tries that may have delivered; called once per outcome, whether or not it is recorded."""
+    for result in results:
+        for provider in result.possibly_sent_by:
+            metrics.POSSIBLE_DUPLICATES.labels(provider).inc()
+
+
+def _unrecorded_sends(results: list[_Result]) -> None:
+    """Sends whose outcome will never be written (the lease ran out first): the sweep sends them again.
+    Counted with the possible duplicates, so that even a long outage's duplicates are not silent."""
+    for result in results:
+        if result.status == Status.SENT:
+            metrics.POSSIBLE_DUPLICATES.labels(result.provider).inc()
+
+
 def _after_recording(results: list[_Result], recorded: set[str]) -> None:
     """Counts, logs and publishes what was written."""
     sent, again = [], {}
+    _count_possible_duplicates(results)
     for result in results:
         email = result.email
         if str(email.id) not in recorded:
             log.warning("email %s: lease lost before the outcome was recorded; outcome dropped", email.id)
+            _unrecorded_sends([result])  # the sweep took it back: it goes out again
             continue
-        for provider in result.possibly_sent_by:
-            metrics.POSSIBLE_DUPLICATES.labels(provider).inc()
         if result.status == Status.SENT:
             metrics.SENT.labels(result.provider).inc()
             sent.append(str(email.id))
