@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	mkdir -p var/outbox
+	@# A key of this checkout's own, made once: the settings read it when the environment gives no SECRET_KEY.
+	@test -s var/secret_key || (umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))' \
+		> var/secret_key && echo "made a SECRET_KEY in var/secret_key")
 	rm -rf var/prometheus  # counters start again with the processes
 	$(BIN)/python manage.py ensure_database
 	$(BIN)/python manage.py migrate --no-input

@@ -18,6 +18,8 @@ from emails.fields import (
     AddressField,
     AddressListField,
     AttachmentSerializer,
+    BoundedDateTimeField,
+    BoundedListField,
     HeadersField,
     MetadataField,
     ParsedJson,
@@ -170,7 +172,7 @@ class EmailCreateApi(APIView):
         to = AddressListField(min_length=1, help_text="Addresses (or one as a string); with cc and bcc, at most 50.")
         cc = AddressListField(required=False)
         bcc = AddressListField(required=False)
-        reply_to = AddressListField(required=False)
+        reply_to = AddressListField(required=False, help_text="At most 50.")
         subject = StrictCharField(
             single_line=True, max_length=998, required=False, help_text="Required unless the template gives it."
         )
@@ -179,9 +181,11 @@ class EmailCreateApi(APIView):
         )
         html = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
         headers = HeadersField(
-            required=False, help_text="Extra headers; not those with their own field; no CR/LF or control characters."
+            required=False,
+            help_text="Extra headers; not those with their own field, nor those only a relay, a signer or a provider "
+            "sets (Received, Return-Path, DKIM-Signature, ARC-*, X-SMTPAPI, ...); no CR/LF or control characters.",
         )
-        attachments = serializers.ListField(
+        attachments = BoundedListField(
             child=AttachmentSerializer(), required=False, max_length=20, help_text="Count towards the 10 MB per email."
         )
         template = StrictCharField(
@@ -190,12 +194,12 @@ class EmailCreateApi(APIView):
         context = serializers.DictField(
             required=False, help_text="The template's variables; escaped in html, not in subject and text."
         )
-        tags = serializers.ListField(
+        tags = BoundedListField(
             child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20,
             help_text="Filter the list with ?tag=.",
         )  # fmt: skip
         metadata = MetadataField(required=False, help_text="Up to 50 string values, returned as given.")
-        send_at = serializers.DateTimeField(
+        send_at = BoundedDateTimeField(
             required=False, allow_null=True, help_text="ISO 8601; the email waits PENDING until then."
         )
 

@@ -7,20 +7,38 @@ import binascii
 import datetime
 import mimetypes
 import re
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import getaddresses, parseaddr
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.mail.message import ADDRESS_HEADERS, forbid_multi_line_headers, sanitize_address
 from django.core.validators import validate_email
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII, no colon
+from providers.smtp import envelope_address
+
+HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field name: printable ASCII, no colon (fullmatch)
+MAX_HEADER_NAME_LENGTH = 100
+MAX_HEADERS = 50
 # Set through their own fields, or by us: not through `headers`.
 RESERVED_HEADERS = {
     "from", "to", "cc", "bcc", "reply-to", "subject", "content-type",
-    "content-transfer-encoding", "mime-version", "x-mailservice-id",
+    "content-transfer-encoding", "mime-version",
 }  # fmt: skip
+# Set only by a relay (trace fields), a signer, this service, or as instructions to a provider: from a client
+# they would forge a message's history or authentication, or steer the provider's account.
+TRUSTED_HEADERS = {
+    "received", "received-spf", "return-path", "dkim-signature", "domainkey-signature", "authentication-results",
+    "x-mailservice-id", "x-smtpapi", "x-msys-api",
+}  # fmt: skip
+TRUSTED_HEADER_PREFIXES = ("arc-", "x-mailgun-", "x-pm-", "x-ses-", "x-mc-", "x-mj-", "x-mailin-")
+
+MAX_ADDRESS_LENGTH = 400
+# Python's address parsers recurse once per nested '(' (a comment): deeper nesting is refused before they run.
+MAX_COMMENT_NESTING = 10
 
 
 # Anything Python's email package may take for a line break (not only CR and LF), and NUL.
@@ -35,7 +53,8 @@ def _refuse_line_breaks(value: str) -> None:
 
 
 class StrictCharField(serializers.CharField):
-    """A string and only a string: 42 or true is a client bug, not a subject."""
+    """A string and only a string: 42 or true is a client bug, not a subject. Its length is checked before
+    anything else reads it."""
 
     default_error_messages = {"invalid": "Must be a string."}
 
@@ -49,6 +68,9 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            # DRF checks it last, after this method and any parsing a subclass does.
+            self.fail("max_length", max_length=self.max_length)
         if self.single_line:
             _refuse_line_breaks(data)
         elif "\x00" in data:
@@ -58,24 +80,84 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class BoundedListField(serializers.ListField):
+    """A ListField whose max_length is checked before its items are validated (DRF checks it after)."""
+
+    def to_internal_value(self, data):
+        if self.max_length is not None and isinstance(data, list) and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+
 # The common shapes, "addr" and "Plain Name <addr>", which need no RFC 5322 parser (a tenth of its time).
-_PLAIN_ADDRESS = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
-PLAIN = re.compile(
-    rf"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9 _-]*?) +<(?P<inner>{_PLAIN_ADDRESS})>|(?P<bare>{_PLAIN_ADDRESS}))$"
-)
+# Each pattern is one run of one character class per part, with a fixed character between parts: no two
+# quantifiers can take the same character, so a match or a miss costs time linear in the length.
+_PLAIN_ADDR_SPEC = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]*")
+
+
+def _plain(value: str) -> tuple[str, str] | None:
+    """(name, addr) for 'addr' (name '') or 'Plain Name <addr>'; None for any other shape."""
+    if value.endswith(">"):
+        name, bracket, addr = value[:-1].rpartition("<")
+        if bracket and name.endswith(" ") and _PLAIN_ADDR_SPEC.fullmatch(addr):
+            name = name.rstrip(" ")
+            if _PLAIN_NAME.fullmatch(name):
+                return name, addr
+        return None
+    return ("", value) if _PLAIN_ADDR_SPEC.fullmatch(value) else None
+
+
+def _too_nested(value: str) -> bool:
+    """Whether '(' nest deeper than MAX_COMMENT_NESTING in value (counting those in quotes too: never less
+    deep than the parsers see)."""
+    if value.count("(") <= MAX_COMMENT_NESTING:
+        return False
+    depth = 0
+    for char in value:
+        if char == "(":
+            depth += 1
+            if depth > MAX_COMMENT_NESTING:
+                return True
+        elif char == ")" and depth:
+            depth -= 1
+    return False
+
+
+def _refuse_unsendable(address: str, addr: str) -> None:
+    """Refuses an address (addr its bare form) that the SMTP backend could not write: as Django's message()
+    writes an address header (getaddresses, then sanitize_address for each) and as providers.smtp takes the
+    envelope address. Without this such an email would be accepted, then fail at every attempt."""
+    if not addr.rpartition("@")[0].isascii():
+        # It needs SMTPUTF8; sanitize_address would send the local part as an encoded word: another address.
+        raise serializers.ValidationError(f"{address!r}: non-ASCII characters before the '@' cannot be sent.")
+    encoding = settings.DEFAULT_CHARSET
+    try:
+        envelope_address(address, encoding)
+        if not address.isascii():  # message() writes an ASCII address header as it is (forbid_multi_line_headers)
+            for pair in getaddresses((address,)):
+                sanitize_address(pair, encoding)
+    except (ValueError, IndexError, HeaderParseError):  # a UnicodeError (IDNA) and BadHeaderError are ValueErrors
+        raise serializers.ValidationError(f"{address!r} cannot be written in a message header.") from None
 
 
 def normalize_address(value: str) -> str:
-    """'addr' or 'Name <addr>' → the same, normalised; raises ValidationError."""
-    plain = PLAIN.match(value)
+    """'addr' or 'Name <addr>' → the same, normalised; raises ValidationError. The length is checked before
+    any parsing, and what is returned can be sent (written as a header and as an envelope address)."""
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise serializers.ValidationError(f"An address has at most {MAX_ADDRESS_LENGTH} characters.")
+    plain = _plain(value)
     if plain:
-        addr = plain["inner"] or plain["bare"]
+        name, addr = plain
         try:
             validate_email(addr)
         except DjangoValidationError:
             raise serializers.ValidationError(f"{value!r} is not a valid email address.") from None
-        return f"{plain['name']} <{addr}>" if plain["name"] else addr
+        # Plain ASCII throughout: writable as it is (envelope_address and sanitize_address take it unchanged).
+        return f"{name} <{addr}>" if name else addr
     _refuse_line_breaks(value)
+    if _too_nested(value):
+        raise serializers.ValidationError(f"At most {MAX_COMMENT_NESTING} nested parentheses in an address.")
     parsed = getaddresses([value])
     if len(parsed) != 1 or not parsed[0][1]:
         raise serializers.ValidationError(f"Enter one address, as 'addr' or 'Name <addr>', not {value!r}.")
@@ -87,27 +169,33 @@ def normalize_address(value: str) -> str:
     if addr not in value:
         # Old parsers can read 'a@x.org)<b@y.org>' as b@y.org: refuse anything ambiguous.
         raise serializers.ValidationError(f"{value!r} is not a valid email address.")
-    return str(Address(display_name=name, addr_spec=addr)) if name else addr
+    try:
+        normalized = str(Address(display_name=name, addr_spec=addr)) if name else addr
+    except (ValueError, IndexError, HeaderParseError):
+        raise serializers.ValidationError(f"{value!r} is not a valid email address.") from None
+    _refuse_unsendable(normalized, addr)
+    return normalized
 
 
 def bare_address(address: str) -> str:
     """'Name <addr>' or 'addr' → addr."""
-    plain = PLAIN.match(address)
-    return (plain["inner"] or plain["bare"]) if plain else parseaddr(address)[1]
+    plain = _plain(address)
+    return plain[1] if plain else parseaddr(address)[1]
 
 
 class AddressField(StrictCharField):
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_length=400, **kwargs)
+        super().__init__(max_length=MAX_ADDRESS_LENGTH, **kwargs)
 
     def to_internal_value(self, data):
         return normalize_address(super().to_internal_value(data))
 
 
-class AddressListField(serializers.ListField):
-    """A list of addresses; a single string is taken as a list of one."""
+class AddressListField(BoundedListField):
+    """A list of addresses (at most 50); a single string is taken as a list of one."""
 
     def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("max_length", 50)
         super().__init__(child=AddressField(), **kwargs)
 
     def to_internal_value(self, data):
@@ -117,19 +205,54 @@ class AddressListField(serializers.ListField):
 
 
 class HeadersField(serializers.DictField):
+    """Extra headers: names checked (count, length, shape, who may set them) before any value is read."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(child=StrictCharField(single_line=True, max_length=998, allow_blank=True), **kwargs)
 
     def to_internal_value(self, data):
+        if isinstance(data, dict):
+            if len(data) > MAX_HEADERS:
+                raise serializers.ValidationError(f"At most {MAX_HEADERS} headers.")
+            for name in data:
+                _check_header_name(name)
         headers = super().to_internal_value(data)
-        if len(headers) > 50:
-            raise serializers.ValidationError("At most 50 headers.")
-        for name in headers:
-            if not HEADER_NAME.match(name):
-                raise serializers.ValidationError(f"{name!r} is not a valid header name.")
-            if name.lower() in RESERVED_HEADERS:
-                raise serializers.ValidationError(f"{name!r} cannot be set through headers; use its own field.")
+        for name, value in headers.items():
+            if name.lower() in ADDRESS_HEADERS:
+                headers[name] = _address_header(name, value)
         return headers
+
+
+def _check_header_name(name: str) -> None:
+    if len(name) > MAX_HEADER_NAME_LENGTH:
+        raise serializers.ValidationError(f"A header name has at most {MAX_HEADER_NAME_LENGTH} characters.")
+    if not HEADER_NAME.fullmatch(name):
+        raise serializers.ValidationError(f"{name!r} is not a valid header name.")
+    lower = name.lower()
+    if lower in RESERVED_HEADERS:
+        raise serializers.ValidationError(f"{name!r} cannot be set through headers; use its own field.")
+    if lower in TRUSTED_HEADERS or lower.startswith(TRUSTED_HEADER_PREFIXES):
+        raise serializers.ValidationError(
+            f"{name!r} is set by relays, signers, this service or its providers, not through headers."
+        )
+
+
+def _address_header(name: str, value: str) -> str:
+    """The value of an address header that has no field of its own (Sender, Resent-*): Sender one normalised
+    address (it is checked against the key's senders), the others any addresses the message can carry."""
+    try:
+        if name.lower() in ("sender", "resent-sender"):
+            return normalize_address(value)
+        if _too_nested(value):
+            raise serializers.ValidationError(f"At most {MAX_COMMENT_NESTING} nested parentheses in an address.")
+        for _, addr in getaddresses((value,)):
+            _refuse_unsendable(addr, addr)
+        forbid_multi_line_headers(name, value, settings.DEFAULT_CHARSET)
+    except serializers.ValidationError as exc:
+        raise serializers.ValidationError([f"{name}: {message}" for message in exc.detail]) from None
+    except ValueError:
+        raise serializers.ValidationError(f"{name}: {value!r} cannot be written in a message header.") from None
+    return value
 
 
 class MetadataField(serializers.DictField):
@@ -137,13 +260,15 @@ class MetadataField(serializers.DictField):
         super().__init__(child=StrictCharField(max_length=1000, allow_blank=True), **kwargs)
 
     def to_internal_value(self, data):
-        metadata = super().to_internal_value(data)
-        if len(metadata) > 50:
-            raise serializers.ValidationError("At most 50 keys.")
-        for key in metadata:
-            if not key or len(key) > 100 or LINE_BREAKING.search(key):
-                raise serializers.ValidationError(f"{key[:100]!r} is not a valid key: 1 to 100 printable characters.")
-        return metadata
+        if isinstance(data, dict):  # keys checked before any value is read
+            if len(data) > 50:
+                raise serializers.ValidationError("At most 50 keys.")
+            for key in data:
+                if not key or len(key) > 100 or LINE_BREAKING.search(key):
+                    raise serializers.ValidationError(
+                        f"{key[:100]!r} is not a valid key: 1 to 100 printable characters."
+                    )
+        return super().to_internal_value(data)
 
 
 class UtcDateTimeField(serializers.DateTimeField):
@@ -152,6 +277,17 @@ class UtcDateTimeField(serializers.DateTimeField):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(default_timezone=datetime.UTC, **kwargs)
+
+
+class BoundedDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time, its length checked before it is parsed."""
+
+    MAX_LENGTH = 64
+
+    def to_internal_value(self, value):
+        if isinstance(value, str) and len(value) > self.MAX_LENGTH:
+            raise serializers.ValidationError(f"An ISO 8601 time has at most {self.MAX_LENGTH} characters.")
+        return super().to_internal_value(value)
 
 
 class ParsedJson(serializers.JSONField):

@@ -1,5 +1,8 @@
 """/health (the process runs), /health/ready (its dependencies answer) and /metrics."""
 
+import hmac
+
+from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,4 +33,18 @@ def ready(request):
 
 
 def prometheus_metrics(request):
+    """Open unless MAIL_METRICS_TOKEN is set; then a missing or wrong token is a 401 alike (which of the two it
+    was tells a prober nothing), before any query is made."""
+    token = settings.MAIL_METRICS_TOKEN
+    if token and not _bears(request, token):
+        response = HttpResponse("A valid metrics token is required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _bears(request, token: str) -> bool:
+    """Whether the request's Authorization is `Bearer <token>`, compared in constant time (no timing tells how
+    much of a guess was right)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())

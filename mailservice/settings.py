@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -20,8 +21,28 @@ def env_secret(name: str, default: str) -> str:
     """A secret may be given directly or, for Docker/Kubernetes secrets, as a file in `<NAME>_FILE`."""
     path = os.environ.get(f"{name}_FILE")
     if path:
-        return Path(path).read_text().strip()
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE names a file that cannot be read: {exc.strerror}") from None
     return os.environ.get(name, default)
+
+
+def secret_key(made_by_make_run: Path, *, debug: bool) -> str:
+    """The environment's SECRET_KEY (or SECRET_KEY_FILE), else the key `make run` made in the checkout; with
+    DEBUG off there is no default, since anyone who knows the key can forge sessions and signed cookies."""
+    key = env_secret("SECRET_KEY", "")
+    if not key and made_by_make_run.is_file():
+        key = made_by_make_run.read_text().strip()
+    if key:
+        return key
+    if debug:
+        return "dev-only-insecure-secret-key"
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. With DEBUG off every process needs one: set SECRET_KEY (50+ random characters, e.g. "
+        "from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`) or SECRET_KEY_FILE (a file holding "
+        f"it) in the environment; `make run` keeps one of its own in {made_by_make_run}."
+    )
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -66,9 +87,30 @@ def env_json(name: str, default: object) -> object:
 
 
 DEBUG = env_bool("DEBUG", False)
-# Development default; any real deployment sets SECRET_KEY (or SECRET_KEY_FILE).
-SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-secret-key")
+# The environment wins over the file, which `make run` writes once (mode 600) on a machine that has no key.
+SECRET_KEY = secret_key(BASE_DIR / "var" / "secret_key", debug=DEBUG)
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (and appends the client's address to
+# X-Forwarded-For): what `manage.py check --deploy` asks for. Without it the service speaks plain HTTP, as
+# `make run` serves it on 127.0.0.1.
+MAIL_BEHIND_TLS_PROXY = env_bool("MAIL_BEHIND_TLS_PROXY", False)
+if MAIL_BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Health checks and Prometheus usually reach the process directly, in plain HTTP, not through the proxy.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^health/ready$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # The header covers this host's name and the names under it only, not its parent domain.
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    # A proxy that passes the Host header needs none of these; one that rewrites it still gets the admin's
+    # login through, since the browser's Origin is https://<a host it serves>. "*" trusts no origin.
+    CSRF_TRUSTED_ORIGINS = [
+        f"https://*{host}" if host.startswith(".") else f"https://{host}" for host in ALLOWED_HOSTS if host != "*"
+    ]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -78,6 +120,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "axes",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -96,7 +139,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes): 5 failed logins from one client address lock logins from it for 15 minutes,
+# whatever the user name, so guessing one password or spraying many accounts is bounded alike.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+# Its log lines name the path only (the address masked), not the user name (which may be an email address).
+AXES_VERBOSE = False
+if MAIL_BEHIND_TLS_PROXY:
+    # The client is the last X-Forwarded-For entry, the one the proxy appended: any before it came from the
+    # client and may be forged. Direct connections (no proxy, no header) fall back to REMOTE_ADDR.
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+    AXES_IPWARE_PROXY_ORDER = "left-most"
+    AXES_IPWARE_PROXY_COUNT = 0
+    IPWARE_STRICT = False  # a forged entry before the proxy's must not discard the proxy's own
+else:
+    # Only the connection's address: a header is the client's to forge.
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 
 ROOT_URLCONF = "mailservice.urls"
 WSGI_APPLICATION = "mailservice.wsgi.application"
@@ -156,7 +220,7 @@ STORAGES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["emails.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["emails.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "emails.exceptions.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
@@ -201,6 +265,9 @@ MAIL_MAX_EMAIL_BYTES = 10 * 1024 * 1024
 # A request may be larger than the email it carries (JSON escaping, base64 attachments).
 MAIL_MAX_REQUEST_BYTES = MAIL_MAX_EMAIL_BYTES * 3 // 2
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAIL_MAX_REQUEST_BYTES
+# The longest a request's template rendering may take (a render process that overruns is killed): past it,
+# a 400 naming `template`.
+MAIL_TEMPLATE_RENDER_SECONDS = env_number("MAIL_TEMPLATE_RENDER_SECONDS", 1, minimum=0.01)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "mailservice API",
@@ -213,6 +280,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Set: /metrics answers only `Authorization: Bearer <this token>` (Prometheus' `authorization` scrape option).
+MAIL_METRICS_TOKEN = env_secret("MAIL_METRICS_TOKEN", "")
 
 # Metrics of every process (gunicorn workers, Celery children) are summed from files in this folder;
 # prometheus_client reads the variable when it is first imported, after the settings.

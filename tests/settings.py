@@ -2,6 +2,9 @@
 
 import os
 
+# A key for test processes only: the real settings refuse to start without one, and the gunicorn and celery
+# processes the tests start inherit it from this environment.
+os.environ.setdefault("SECRET_KEY", "test-only-" + "k" * 50)
 # A Redis database of its own, so a test run never touches a running service's queue.
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 # Tests that send name their provider (a real SMTP sink); the rest must never reach one.
