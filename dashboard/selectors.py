@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from emails import selectors
-from emails.models import Email, Template
+from emails.models import ApiKey, Email, Template
 from emails.queue import queue_depth
 from providers import circuit
 from providers.registry import BACKENDS, ProviderConfig, parse_providers
@@ -87,3 +87,14 @@ def _failure(email: Email) -> dict:
 def template_names(*, limit: int = 500) -> list[str]:
     """Stored templates for the send form's picker."""
     return list(Template.objects.order_by("name").values_list("name", flat=True)[:limit])
+
+
+def active_api_keys(*, limit: int = 500) -> list[dict]:
+    """The keys an operator may send as from the form, with the senders each allows (empty: any)."""
+    keys = ApiKey.objects.filter(revoked_at__isnull=True).order_by("name", "pk")
+    return list(keys.values("id", "name", "prefix", "senders")[:limit])
+
+
+def active_api_key(*, api_key_id: int) -> ApiKey | None:
+    """The key the form sends as, if it is not revoked: a revoked key sends nothing, from any door."""
+    return ApiKey.objects.filter(pk=api_key_id, revoked_at__isnull=True).first()

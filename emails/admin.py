@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 
 from emails import services
 from emails.models import ApiKey, Email, Suppression, Template
+from emails.services.api_keys import MAX_SENDERS, SENDER_MAX_LENGTH, api_key_senders
 from providers.registry import parse_providers
 
 
@@ -194,7 +195,7 @@ class EmailAdmin(admin.ModelAdmin):
 class TemplateForm(forms.ModelForm):
     class Meta:
         model = Template
-        fields = ["name", "subject", "text", "html"]
+        fields = ["name", "api_key", "subject", "text", "html"]
 
     def clean(self):
         data = super().clean()
@@ -207,14 +208,20 @@ class TemplateForm(forms.ModelForm):
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
     form = TemplateForm
-    list_display = ["name", "subject", "updated_at"]
+    list_display = ["name", "owner", "subject", "updated_at"]
+    list_select_related = ["api_key"]
     search_fields = ["name", "subject"]
     readonly_fields = ["html_preview", "updated_at"]
-    fields = ["name", "subject", "text", "html", "html_preview", "updated_at"]
+    # The owner is the API key that may render it; empty: every key may (its own of the same name wins).
+    fields = ["name", "api_key", "subject", "text", "html", "html_preview", "updated_at"]
     ordering = ["name"]
 
     class Media:
         css = {"all": ["emails/admin.css"]}
+
+    @admin.display(description="owner", ordering="api_key__name")
+    def owner(self, template: Template) -> str:
+        return template.api_key.name if template.api_key else "shared"
 
     @admin.display(description="html preview (unrendered)")
     def html_preview(self, template: Template) -> str:
@@ -223,14 +230,42 @@ class TemplateAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "created_at", "revoked_at"]
+    class Form(forms.ModelForm):
+        # One per line (commas and spaces separate too), normalised as `create_api_key --sender` stores them.
+        senders = forms.CharField(
+            required=False,
+            max_length=MAX_SENDERS * (SENDER_MAX_LENGTH + 2),  # bounded before it is split and parsed
+            widget=forms.Textarea(attrs={"rows": 4}),
+            help_text="Domains (example.com: any address at exactly that domain, not its subdomains) and "
+            "addresses (ops@other.org) this key may send from, as the From, Sender and envelope sender; one per "
+            "line. Empty: any address. A web process may use the old list for up to 10 seconds.",
+        )
+
+        class Meta:
+            model = ApiKey
+            fields = ["name", "senders"]
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.initial["senders"] = "\n".join(self.initial.get("senders") or [])
+
+        def clean_senders(self) -> list[str]:
+            return api_key_senders(self.cleaned_data["senders"].replace(",", " ").split())
+
+    form = Form
+    list_display = ["name", "prefix", "sender_list", "created_at", "revoked_at"]
     readonly_fields = ["key_hash", "prefix", "created_at", "revoked_at"]
     actions = ["revoke"]
+
+    @admin.display(description="senders")
+    def sender_list(self, api_key: ApiKey) -> str:
+        return ", ".join(api_key.senders) or "any address"
 
     def has_add_permission(self, request) -> bool:
         return False  # keys are created with `manage.py create_api_key`, which shows the key once
 
-    @admin.action(description="Revoke the selected keys")
+    # Revoking changes the key: a user who may only view keys sees no action (Django filters actions by these).
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
@@ -238,13 +273,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
-    list_display = ["address", "reason", "created_at", "detail"]
-    list_filter = ["reason"]
+    """A suppression leaves the address out of one key's emails, or (no key) out of every key's."""
+
+    class Form(forms.ModelForm):
+        def clean_address(self) -> str:
+            # Send-time checks compare bare, lower-cased addresses; cleaned before the form checks that the
+            # (key, address) pair is new, so a differently written duplicate is an error, not a 500.
+            return self.cleaned_data["address"].strip().lower()
+
+    form = Form
+    list_display = ["address", "api_key", "reason", "created_at", "detail"]
+    list_filter = ["reason", "api_key"]  # by key; its empty choice: the suppressions for every key
+    list_select_related = ["api_key"]
     search_fields = ["=address"]
-    fields = ["address", "reason", "detail", "email", "created_at"]
+    fields = ["address", "api_key", "reason", "detail", "email", "created_at"]
     readonly_fields = ["email", "created_at"]
     ordering = ["-created_at"]
-
-    def save_model(self, request, obj, form, change):
-        obj.address = obj.address.strip().lower()  # send-time checks compare bare, lower-cased addresses
-        super().save_model(request, obj, form, change)

@@ -1,8 +1,59 @@
-"""Providers' tracking webhooks: anymail verifies and normalises them, we store what they say."""
+"""Providers' tracking webhooks: anymail verifies and normalises them, we store what they say.
+
+Only tracking routes are mounted, only for the ESPs that MAIL_PROVIDERS sends through, and only when the
+webhook secret is set: anymail lets a request through with a warning when no secret is configured, and for
+most ESPs (Postmark among them) that basic auth is the only proof that a request comes from the ESP."""
+
+from __future__ import annotations
 
 from anymail.signals import AnymailTrackingEvent
+from django.conf import settings
+from django.urls import URLPattern, path
+from django.utils.module_loading import import_string
 
 from emails.services import email_record_delivery_event
+from providers.registry import parse_providers
+
+ANYMAIL_BACKENDS = "anymail.backends."
+
+# anymail's tracking view for each of its backend modules. Mandrill has only a combined view: inbound
+# events posted to it go to anymail's inbound signal, which nothing here receives.
+TRACKING_VIEWS = {
+    "amazon_ses": "anymail.webhooks.amazon_ses.AmazonSESTrackingWebhookView",
+    "brevo": "anymail.webhooks.brevo.BrevoTrackingWebhookView",
+    "mailersend": "anymail.webhooks.mailersend.MailerSendTrackingWebhookView",
+    "mailgun": "anymail.webhooks.mailgun.MailgunTrackingWebhookView",
+    "mailjet": "anymail.webhooks.mailjet.MailjetTrackingWebhookView",
+    "mailtrap": "anymail.webhooks.mailtrap.MailtrapTrackingWebhookView",
+    "mandrill": "anymail.webhooks.mandrill.MandrillCombinedWebhookView",
+    "postal": "anymail.webhooks.postal.PostalTrackingWebhookView",
+    "postmark": "anymail.webhooks.postmark.PostmarkTrackingWebhookView",
+    "resend": "anymail.webhooks.resend.ResendTrackingWebhookView",
+    "sendgrid": "anymail.webhooks.sendgrid.SendGridTrackingWebhookView",
+    "sendinblue": "anymail.webhooks.sendinblue.SendinBlueTrackingWebhookView",
+    "sparkpost": "anymail.webhooks.sparkpost.SparkPostTrackingWebhookView",
+    "unisender_go": "anymail.webhooks.unisender_go.UnisenderGoTrackingWebhookView",
+}
+
+
+def tracking_webhook_routes() -> list[URLPattern]:
+    """/<esp>/tracking/ for each ESP a configured provider sends through; none without the webhook secret
+    (MAIL_WEBHOOK_SECRET, which the settings hand to anymail as its WEBHOOK_SECRET)."""
+    if not settings.ANYMAIL.get("WEBHOOK_SECRET"):
+        return []
+    esps = sorted({_esp(provider.backend) for provider in parse_providers(settings.MAIL_PROVIDERS)} - {None})
+    return [
+        path(f"{esp}/tracking/", import_string(TRACKING_VIEWS[esp]).as_view(), name=f"{esp}_tracking_webhook")
+        for esp in esps
+    ]
+
+
+def _esp(backend: str) -> str | None:
+    """'anymail.backends.postmark.EmailBackend' -> 'postmark'; None for a backend that is not an ESP's."""
+    if not backend.startswith(ANYMAIL_BACKENDS):
+        return None
+    esp = backend.removeprefix(ANYMAIL_BACKENDS).partition(".")[0]
+    return esp if esp in TRACKING_VIEWS else None
 
 
 def on_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **kwargs) -> None:

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from emails import health
 from emails.exceptions import DATABASE_ERRORS, DATABASE_RETRY_AFTER, DatabaseUnavailable, log_database_unavailable
+from emails.webhooks import tracking_webhook_routes
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -19,8 +20,9 @@ urlpatterns = [
     path("api/v1/", include("emails.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    # Tracking webhooks of the ESPs: /webhooks/<esp>/tracking/ (anymail's views and checks).
-    path("webhooks/", include("anymail.urls")),
+    # Tracking webhooks of the configured ESPs, /webhooks/<esp>/tracking/ (anymail's views and checks), only
+    # with MAIL_WEBHOOK_SECRET; never anymail's inbound routes. Built when this module is imported.
+    path("webhooks/", include(tracking_webhook_routes())),
     path("health", health.health, name="health"),
     path("health/ready", health.ready, name="health-ready"),
     path("metrics", health.prometheus_metrics, name="metrics"),

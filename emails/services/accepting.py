@@ -7,19 +7,22 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from email.utils import getaddresses
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.template import Context, Engine, TemplateSyntaxError
+from django.db.models import Q
+from django.template import TemplateSyntaxError
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from emails import queue
+from emails import queue, rendering
 from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
 from emails.fields import attachment_size, bare_address
 from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Template
+from emails.services.api_keys import api_key_may_send_as
 from mailservice import metrics
 
 Status = Email.Status
@@ -29,33 +32,62 @@ def _bare_addresses(*lists: list[str]) -> list[str]:
     return sorted({bare_address(a).lower() for addresses in lists for a in addresses})
 
 
-# Text and subjects are not HTML: only the html part escapes what the context brings in.
-_TEXT_ENGINE = Engine(autoescape=False)
-_HTML_ENGINE = Engine(autoescape=True)
-
-
 def template_render(*, template: Template, context: dict[str, Any]) -> dict[str, str]:
-    """The template's subject, text and html rendered with `context`; raises ValidationError."""
-    rendered = {}
-    try:
-        for part, engine in (("subject", _TEXT_ENGINE), ("text", _TEXT_ENGINE), ("html", _HTML_ENGINE)):
-            source = getattr(template, part)
-            compiled = engine.from_string(source)
-            rendered[part] = compiled.render(Context(context, autoescape=engine.autoescape)) if source else ""
-    except TemplateSyntaxError as exc:
-        raise ValidationError({"template": [f"Template {template.name!r} does not render: {exc}"]}) from None
-    except Exception as exc:  # a context value whose rendering fails (a broken __str__ cannot come from JSON)
-        raise ValidationError({"context": [f"Template {template.name!r} does not render: {exc}"]}) from None
-    rendered["subject"] = " ".join(rendered["subject"].split())  # a subject is one line
-    return rendered
+    """The template's subject, text and html rendered with `context`, bounded as a request's rendering is;
+    raises ValidationError."""
+    with _Templates({template.name: template}, max_total_bytes=settings.MAIL_MAX_EMAIL_BYTES) as templates:
+        return templates.render(template.name, context)
+
+
+class _Templates:
+    """The templates a request may use, rendered in one RenderSession: within MAIL_TEMPLATE_RENDER_SECONDS
+    for the whole request, each email within MAIL_MAX_EMAIL_BYTES, and all within `max_total_bytes`."""
+
+    def __init__(self, templates: dict[str, Template], *, max_total_bytes: int) -> None:
+        self.templates = templates
+        self.session = rendering.RenderSession(
+            seconds=settings.MAIL_TEMPLATE_RENDER_SECONDS,
+            max_bytes=settings.MAIL_MAX_EMAIL_BYTES,
+            max_total_bytes=max_total_bytes,
+        )
+
+    def render(self, name: str, context: dict[str, Any]) -> dict[str, str]:
+        """Template `name` rendered with `context`; raises ValidationError naming `template` (or `context`)."""
+        if name not in self.templates:
+            raise ValidationError({"template": [f"No template named {name!r}."]})
+        template = self.templates[name]
+        rendered = self.session.render((template.subject, template.text, template.html), context)
+        if isinstance(rendered, rendering.RenderFailure):
+            raise ValidationError({rendered.field: [f"Template {name!r} does not render: {rendered.reason}"]})
+        rendered["subject"] = " ".join(rendered["subject"].split())  # a subject is one line
+        return rendered
+
+    def __enter__(self) -> _Templates:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.session.close()
+
+
+def _templates_for(api_key: ApiKey | None, names: set[str]) -> dict[str, Template]:
+    """The templates named, as `api_key` sees them: its own, else the shared one of that name. Another key's
+    template is not there, exactly as a name that does not exist."""
+    if not names:
+        return {}
+    whose = Q(api_key=None) | Q(api_key=api_key) if api_key else Q(api_key=None)
+    found: dict[str, Template] = {}
+    for template in Template.objects.filter(whose, name__in=names):
+        if template.api_key_id is not None or template.name not in found:  # its own wins over a shared one
+            found[template.name] = template
+    return found
 
 
 def template_errors(*, subject: str, text: str, html: str) -> dict[str, str]:
     """Each part of a template that does not compile, with why: checked when a template is saved, so a
     typo is not first seen as a 400 by the client that sends with it."""
     errors = {}
-    for part, source, engine in (("subject", subject, _TEXT_ENGINE), ("text", text, _TEXT_ENGINE),
-                                 ("html", html, _HTML_ENGINE)):  # fmt: skip
+    for part, source in (("subject", subject), ("text", text), ("html", html)):
+        engine = rendering.HTML_ENGINE if part == "html" else rendering.TEXT_ENGINE
         try:
             engine.from_string(source or "")
         except TemplateSyntaxError as exc:
@@ -68,18 +100,45 @@ def _defaults() -> dict[str, Any]:
     return {field.attname: field.get_default() for field in Email._meta.concrete_fields}
 
 
+# Headers that name who sent a message, beside From: a reader's client shows them ("on behalf of").
+SENDER_HEADERS = {"sender", "resent-from", "resent-sender"}
+
+
+def _check_senders(*, api_key: ApiKey | None, fields: dict[str, Any]) -> None:
+    """Raises ValidationError when the key may not send as the From address (which is also the envelope
+    sender: providers/smtp.py derives it from From, and nothing a client sends sets it) or as an address in
+    a Sender-like header. Runs on the validated, normalised fields, and costs nothing for a key without
+    senders."""
+    if api_key is None or not api_key.senders:
+        return
+    address = bare_address(fields["from_email"])
+    if not api_key_may_send_as(api_key, address):
+        raise ValidationError({"from": [f"This API key may not send from {address!r}. {_senders_shown(api_key)}"]})
+    for name, value in (fields.get("headers") or {}).items():
+        if name.lower() in SENDER_HEADERS:
+            # As Django reads an address header when it builds the message; each value is at most 998 chars.
+            addresses = [addr for _, addr in getaddresses([value])]
+            if not addresses or not all(addr and api_key_may_send_as(api_key, addr) for addr in addresses):
+                message = f"This API key may not send with {name}: {value!r}. {_senders_shown(api_key)}"
+                raise ValidationError({"headers": [message]})
+
+
+def _senders_shown(api_key: ApiKey) -> str:
+    shown = ", ".join(api_key.senders[:10]) + (", …" if len(api_key.senders) > 10 else "")
+    return f"It may send from: {shown}."
+
+
 def _new_row(
-    *, api_key: ApiKey | None, now: datetime, templates: dict[str, Template], defaults: dict[str, Any], **fields: Any
+    *, api_key: ApiKey | None, now: datetime, templates: _Templates, defaults: dict[str, Any], **fields: Any
 ) -> dict[str, Any]:
     """A new email's row (every column, by name) from validated API fields: template rendered, size checked.
     A row, not an Email: for a batch of 500, building model instances cost a fifth of the request.
 
     Raises ValidationError (bad template or context) or PayloadTooLarge."""
+    _check_senders(api_key=api_key, fields=fields)  # first: a refused sender costs no rendering
     name, context = fields.pop("template", ""), fields.pop("context", None) or {}
     if name:
-        if name not in templates:
-            raise ValidationError({"template": [f"No template named {name!r}."]})
-        rendered = template_render(template=templates[name], context=context)
+        rendered = templates.render(name, context)
         # What the request gives itself wins over the template.
         fields = {**{k: v for k, v in rendered.items() if v}, **{k: v for k, v in fields.items() if v}}
         if not fields.get("subject"):
@@ -114,9 +173,10 @@ def email_create(*, api_key: ApiKey | None, **fields: Any) -> Email:
     `fields` are the API's: from_email, to, cc, bcc, reply_to, subject, text, html, headers, tags,
     metadata, attachments, template, context, send_at (and resent_from). Raises ValidationError."""
     name = fields.get("template")
-    templates = {t.name: t for t in Template.objects.filter(name=name)} if name else {}
+    available = _templates_for(api_key, {name} if name else set())
     now = timezone.now()
-    row = _new_row(api_key=api_key, now=now, templates=templates, defaults=_defaults(), **fields)
+    with _Templates(available, max_total_bytes=settings.MAIL_MAX_EMAIL_BYTES) as templates:
+        row = _new_row(api_key=api_key, now=now, templates=templates, defaults=_defaults(), **fields)
     _insert([row])  # one statement: its own transaction, unless the caller opened one
     _publish_when_due([row], now)  # so this runs now, or when the caller's transaction commits
     metrics.ACCEPTED.inc()
@@ -137,19 +197,22 @@ def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[
     """Stores the valid items of a batch in one INSERT; returns, in order, {"email": <its row>} for each
     stored item and {"errors": {...}} for the others.
 
-    A constant number of queries whatever the batch's size: one for templates, one insert."""
+    A constant number of queries whatever the batch's size: one for templates, one insert. Its templates
+    render within MAIL_TEMPLATE_RENDER_SECONDS in all, and to at most MAIL_MAX_REQUEST_BYTES in all: no more
+    than the batch could carry itself."""
     names = {item["template"] for item in items if item.get("template")}
-    templates = {t.name: t for t in Template.objects.filter(name__in=names)} if names else {}
+    available = _templates_for(api_key, names)
     now, defaults = timezone.now(), _defaults()
     results: list[dict[str, Any]] = []
-    for item in items:
-        try:
-            row = _new_row(api_key=api_key, now=now, templates=templates, defaults=defaults, **item)
-            results.append({"email": row})
-        except ValidationError as exc:
-            results.append({"errors": exc.detail})
-        except PayloadTooLarge as exc:
-            results.append({"errors": {"size": [str(exc.detail)]}})
+    with _Templates(available, max_total_bytes=settings.MAIL_MAX_REQUEST_BYTES) as templates:
+        for item in items:
+            try:
+                row = _new_row(api_key=api_key, now=now, templates=templates, defaults=defaults, **item)
+                results.append({"email": row})
+            except ValidationError as exc:
+                results.append({"errors": exc.detail})
+            except PayloadTooLarge as exc:
+                results.append({"errors": {"size": [str(exc.detail)]}})
     rows = [result["email"] for result in results if "email" in result]
     with transaction.atomic():
         _insert(rows)

@@ -84,7 +84,7 @@ def emails_send(email_ids: list[UUID | str], *, shutdown_deadline: Callable[[], 
         return  # the database went away under the claim: the sweep takes the emails back after the lease
     to_send = []
     for email in emails:
-        left_out = suppressed.intersection(email.recipients)
+        left_out = suppressed[email.id]
         events = [_event(EmailEvent.Type.SUPPRESSED, detail=_listed(left_out))] if left_out else []
         if left_out and left_out >= set(email.recipients):
             recorder.add(_Result(email, Status.FAILED, events, last_error="suppressed"))
@@ -203,7 +203,7 @@ def _attempt(email: Email, left_out: set[str], permits: dict, lease: _Lease, rec
 
 # What sending reads: the claim returns only these (the rest of a row is a fifth of the claim's cost).
 SENDING_FIELDS = ("id", "from_email", "to", "cc", "bcc", "reply_to", "recipients", "subject", "text", "html",
-                  "headers", "attachments", "attempts", "lease_until")  # fmt: skip
+                  "headers", "attachments", "attempts", "lease_until", "api_key_id")  # fmt: skip
 
 
 def _claim(email_ids: list[UUID | str]) -> list[Email]:
@@ -224,9 +224,20 @@ def _claim(email_ids: list[UUID | str]) -> list[Email]:
     )
 
 
-def _suppressed(emails: list[Email]) -> set[str]:
+def _suppressed(emails: list[Email]) -> dict[UUID, set[str]]:
+    """Each email's recipients suppressed for its own key or for every key (one query for the batch). Another
+    key's suppressions leave out no one: a bounce of one tenant's email never stops another's mail."""
     recipients = {address for email in emails for address in email.recipients}
-    return set(Suppression.objects.filter(address__in=recipients).values_list("address", flat=True))
+    keys = {email.api_key_id for email in emails} - {None}
+    listed = Suppression.objects.filter(address__in=recipients)
+    rows = listed.filter(api_key__isnull=True) | listed.filter(api_key_id__in=keys)
+    by_key: dict[int | None, set[str]] = {}
+    for api_key_id, address in rows.values_list("api_key_id", "address"):
+        by_key.setdefault(api_key_id, set()).add(address)
+    every_key = by_key.get(None, set())
+    return {
+        email.id: (every_key | by_key.get(email.api_key_id, set())).intersection(email.recipients) for email in emails
+    }
 
 
 def _listed(addresses: set[str]) -> str:

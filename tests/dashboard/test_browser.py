@@ -7,7 +7,8 @@ import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 
-from emails.models import Email, Template
+from emails.models import ApiKey, Email, Template
+from emails.services import api_key_create
 from tests.conftest import make_emails
 from tests.processes import wait_for
 
@@ -41,6 +42,8 @@ def test_an_operator_sends_from_the_form_and_its_card_reaches_sent(
     Template.objects.create(
         name="welcome", subject="Welcome, {{ name }}", text="Hello {{ name }}.", html="<h1>Hello {{ name }}</h1>"
     )
+    shop_key = api_key_create(name="shop")[0]
+    ApiKey.objects.filter(id=shop_key.id).update(senders=["example.com"])  # the From below is allowed
     services.worker()
     url = services.web(STATIC_ROOT=str(static_root))
     errors: list[str] = []
@@ -51,12 +54,18 @@ def test_an_operator_sends_from_the_form_and_its_card_reaches_sent(
     page.select_option("[name=template]", "welcome")
     page.fill("[name=context]", '{"name": "Alice"}')
     page.click("#send-form button[type=submit]")
+    page.locator("#send-errors", has_text="api_key: Pick the API key to send as").wait_for()  # none picked yet
+    assert len(errors) == 1 and "400 (Bad Request)" in errors[0]  # Chromium logs that expected 400
+    errors.clear()
+    page.select_option("[name=api_key]", str(shop_key.id))  # waits for dashboard.js to load the keys
+    assert page.inner_text(f"[name=api_key] option[value='{shop_key.id}']") == f"shop ({shop_key.prefix}…): example.com"
+    page.click("#send-form button[type=submit]")
 
     card = page.locator(".followed").first
     card.locator(".status[data-status=SENT]").wait_for(timeout=60_000)
     email_id = card.get_attribute("data-email-id")
     email = Email.objects.get(id=email_id)
-    assert (email.status, email.subject, email.api_key) == ("SENT", "Welcome, Alice", None)
+    assert (email.status, email.subject, email.api_key_id) == ("SENT", "Welcome, Alice", shop_key.id)
     [received] = wait_for(lambda: sending_to_sink.received, timeout=10, what="the sink to hold the message")
     assert received.email_id == email_id
     assert received.rcpt_tos == ["alice@example.org"]

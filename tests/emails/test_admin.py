@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from emails import admin as admin_module
 from emails.admin import CappedCountPaginator
-from emails.models import Email, EmailEvent, Suppression, Template
+from emails.models import ApiKey, Email, EmailEvent, Suppression, Template
 from tests.conftest import email_payload
 
 pytestmark = pytest.mark.django_db
@@ -189,3 +189,39 @@ def test_templates_and_suppressions_are_managed_in_the_admin(operator):
     operator.post("/admin/emails/suppression/add/", {"address": " Bob@Example.org ", "reason": "manual"})
     assert Suppression.objects.get().address == "bob@example.org"
     assert "bob@example.org" in operator.get("/admin/emails/suppression/").content.decode()
+
+
+def _staff_who_may(client, *codenames: str):
+    user = User.objects.create_user("keeper", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="emails", codename__in=codenames))
+    client.force_login(user)
+    return client
+
+
+def _revoke(client, api_key: ApiKey):
+    """The changelist's action form, as the browser posts it."""
+    return client.post("/admin/emails/apikey/", {"action": "revoke", "index": "0",
+                                                 "_selected_action": [str(api_key.id)]}, follow=True)  # fmt: skip
+
+
+def test_a_user_who_may_only_view_api_keys_neither_sees_nor_posts_the_revoke_action(client, alice):
+    viewer = _staff_who_may(client, "view_apikey")
+
+    page = viewer.get("/admin/emails/apikey/")
+    response = _revoke(viewer, alice.api_key)
+
+    assert page.status_code == 200 and "Revoke the selected keys" not in page.content.decode()
+    assert response.status_code == 200 and "Revoked 1 key" not in response.content.decode()
+    assert ApiKey.objects.get(id=alice.api_key.id).revoked_at is None
+    assert alice.get("/api/v1/emails").status_code == 200  # the key still works
+
+
+def test_a_user_who_may_change_api_keys_revokes_one(client, alice):
+    keeper = _staff_who_may(client, "view_apikey", "change_apikey")
+
+    assert "Revoke the selected keys" in keeper.get("/admin/emails/apikey/").content.decode()
+    response = _revoke(keeper, alice.api_key)
+
+    assert "Revoked 1 key(s)." in response.content.decode()
+    assert ApiKey.objects.get(id=alice.api_key.id).revoked_at is not None
+    assert alice.get("/api/v1/emails").status_code == 401

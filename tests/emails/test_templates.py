@@ -93,3 +93,57 @@ def test_a_context_line_break_cannot_split_the_subject(alice, welcome):
     body = _from_template(alice, template="welcome", context={"name": "Ada\r\nBcc: victim@example.org"}).json()
 
     assert body["subject"] == "Welcome, Ada Bcc: victim@example.org!"
+
+
+def _owned_by(client, name: str, **parts) -> Template:
+    return Template.objects.create(api_key=client.api_key, name=name, **{"subject": "Hi", "text": "Hi", **parts})
+
+
+def test_bob_cannot_render_alices_template(alice, bob):
+    _owned_by(alice, "invoice", text="Invoice for {{ name }}")
+
+    one = _from_template(bob, template="invoice", context={"name": "Bob"})
+    batch = bob.post("/api/v1/emails/batch", {"emails": [email_payload(template="invoice")]}, format="json")
+
+    assert one.status_code == 400
+    assert one.json() == {"template": ["No template named 'invoice'."]}  # exactly as a name that does not exist
+    assert batch.json()["results"] == [{"errors": {"template": ["No template named 'invoice'."]}}]
+    assert not Email.objects.exists()
+    assert _from_template(alice, template="invoice", context={"name": "Ada"}).json()["text"] == "Invoice for Ada"
+
+
+def test_a_shared_template_works_for_every_key(alice, bob, welcome):
+    assert welcome.api_key is None
+    for client in (alice, bob):
+        assert _from_template(client, template="welcome", context={"name": "Ada"}).json()["subject"] == "Welcome, Ada!"
+
+
+def test_a_keys_own_template_wins_over_the_shared_one(alice, bob, welcome):
+    _owned_by(alice, "welcome", subject="Alice's welcome, {{ name }}")
+
+    own = _from_template(alice, template="welcome", context={"name": "Ada"}).json()
+    batch = alice.post(
+        "/api/v1/emails/batch",
+        {"emails": [{k: v for k, v in email_payload(template="welcome").items() if k != "subject"}]},
+        format="json",
+    ).json()
+    shared = _from_template(bob, template="welcome", context={"name": "Bob"}).json()
+
+    assert own["subject"] == "Alice's welcome, Ada"
+    assert batch["results"][0]["subject"] == "Alice's welcome,"
+    assert shared["subject"] == "Welcome, Bob!"
+
+
+def test_an_operator_gives_a_template_its_owner_in_the_admin(admin_client, alice, welcome):
+    form = {"name": "receipt", "api_key": alice.api_key.id, "subject": "Receipt", "text": "Thanks", "html": ""}
+
+    assert admin_client.post("/admin/emails/template/add/", form).status_code == 302
+    shared_again = admin_client.post("/admin/emails/template/add/", {**form, "name": "welcome", "api_key": ""})
+    not_a_slug = admin_client.post("/admin/emails/template/add/", {**form, "name": "a b"})
+
+    assert Template.objects.get(name="receipt").api_key == alice.api_key
+    assert shared_again.status_code == 200  # the form again, with why: one shared template per name
+    assert Template.objects.filter(name="welcome").count() == 1
+    assert not_a_slug.status_code == 200
+    assert not Template.objects.filter(name="a b").exists()
+    assert "shared" in admin_client.get("/admin/emails/template/").content.decode()

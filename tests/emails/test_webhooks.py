@@ -1,5 +1,6 @@
 """Delivery events from an ESP's tracking webhook (Mailgun's real, signed JSON payloads) land on the
-email; a hard bounce suppresses the address, and later emails to it are not sent."""
+email; a hard bounce suppresses the address for the key whose email bounced, and that key's later emails
+to it are not sent."""
 
 import base64
 import hashlib
@@ -14,6 +15,7 @@ import responses
 from emails.models import Email, EmailEvent, Suppression
 from emails.services import email_send
 from tests.conftest import email_payload
+from tests.emails.webhook_routes import webhooks_configured
 
 pytestmark = pytest.mark.django_db
 
@@ -25,10 +27,12 @@ EVENT_TIME = time.time() + 60.25  # a minute after the send, as Mailgun reports 
 
 
 @pytest.fixture
-def mailgun(settings):
-    settings.MAIL_PROVIDERS = [{"name": "mailgun", "backend": "mailgun", "options": {"api_key": "key-test"}}]
-    settings.ANYMAIL = {"WEBHOOK_SECRET": BASIC_AUTH, "MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY}
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as api:
+def mailgun():
+    providers = [{"name": "mailgun", "backend": "mailgun", "options": {"api_key": "key-test"}}]
+    with (
+        webhooks_configured(providers=providers, secret=BASIC_AUTH, MAILGUN_WEBHOOK_SIGNING_KEY=SIGNING_KEY),
+        responses.RequestsMock(assert_all_requests_are_fired=False) as api,
+    ):
         yield api
 
 
@@ -110,7 +114,8 @@ def test_a_hard_bounce_suppresses_the_address_for_later_emails(alice, mailgun, c
     bounced = EmailEvent.objects.get(email_id=email_id, type="bounced")
     assert "does not exist" in bounced.detail
     suppression = Suppression.objects.get()
-    assert (suppression.address, suppression.reason, str(suppression.email_id)) == (
+    assert (suppression.api_key, suppression.address, suppression.reason, str(suppression.email_id)) == (
+        alice.api_key,
         "bob@example.org",
         "bounced",
         email_id,
@@ -126,7 +131,7 @@ def test_a_hard_bounce_suppresses_the_address_for_later_emails(alice, mailgun, c
 
 
 def test_only_suppressed_recipients_are_left_out(alice, mailgun):
-    Suppression.objects.create(address="bob@example.org", reason="complained")
+    Suppression.objects.create(address="bob@example.org", reason="complained")  # no key: for every key
     mailgun.post(API, json={"id": "<20261123.3.ABC@example.com>", "message": "Queued. Thank you."})
     email_id = alice.post(
         "/api/v1/emails", email_payload(to=["alice@example.org"], cc=["bob@example.org"]), format="json"

@@ -9,6 +9,7 @@
   const urls = {
     data: document.body.dataset.dataUrl,
     create: document.body.dataset.createUrl,
+    apiKeys: document.body.dataset.apiKeysUrl,
     adminEmail: document.body.dataset.adminEmailUrl,
   };
   let chart = null;
@@ -137,6 +138,7 @@
   function payload(form) {
     const value = (name) => form.elements[name].value.trim();
     const body = { from: value("from"), to: value("to").split(",").map((a) => a.trim()).filter(Boolean) };
+    if (value("api_key")) body.api_key = Number(value("api_key")); // absent: the server names the field
     for (const name of ["subject", "text", "template"]) {
       if (value(name)) body[name] = value(name);
     }
@@ -206,6 +208,24 @@
     setTimeout(() => poll(card, id, wait), wait);
   }
 
+  function keyLabel(key) {
+    const senders = key.senders.length ? key.senders.join(", ") : "any sender";
+    const label = key.name + " (" + key.prefix + "…): " + senders;
+    return label.length > 100 ? label.slice(0, 99) + "…" : label;
+  }
+
+  // The keys an operator may send as: the form sends as one of them, under its senders and rate.
+  async function loadApiKeys(form) {
+    try {
+      const response = await fetch(urls.apiKeys, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const keys = (await response.json()).results;
+      form.elements.api_key.append(...keys.map((key) => el("option", keyLabel(key), { value: key.id })));
+    } catch (error) {
+      showErrors({ api_key: ["The keys could not be loaded (" + error.message + "): reload the page."] });
+    }
+  }
+
   async function submit(event) {
     event.preventDefault();
     const form = event.target;
@@ -240,7 +260,11 @@
     }
   }
 
-  document.getElementById("send-form").addEventListener("submit", submit);
+  const form = document.getElementById("send-form"); // absent for staff who may not send
+  if (form) {
+    form.addEventListener("submit", submit);
+    loadApiKeys(form);
+  }
   render(JSON.parse(document.getElementById("snapshot").textContent));
   setTimeout(refresh, REFRESH_MS);
 })();
