@@ -13,6 +13,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from rest_framework.exceptions import ValidationError
 
 from emails import services
 from emails.models import ApiKey, Email, Suppression, Template
@@ -170,9 +171,16 @@ class EmailAdmin(admin.ModelAdmin):
             return
         # The whole rows (the changelist reads only a few columns), in one query.
         originals = list(Email.objects.filter(id__in=ids).select_related("api_key"))
+        refused = []
         for email in originals:
-            services.email_resend(email=email)
-        self.message_user(request, f"Queued {len(originals)} new email(s).", messages.SUCCESS)
+            try:
+                services.email_resend(email=email)
+            except ValidationError:  # e.g. its key may no longer send from its address
+                refused.append(str(email.id))
+        self.message_user(request, f"Queued {len(originals) - len(refused)} new email(s).", messages.SUCCESS)
+        if refused:
+            message = f"Not resent, as its API key would refuse it now: {', '.join(refused)}."
+            self.message_user(request, message, messages.ERROR)
 
     @admin.action(description="Retry failed emails now", permissions=["operate"])
     def retry_now(self, request, queryset):

@@ -63,6 +63,18 @@ def test_resend_creates_a_new_email_with_the_same_content(operator, emails):
     assert (copy.status, copy.to, copy.subject, copy.text) == ("PENDING", original.to, original.subject, original.text)
 
 
+def test_resending_an_email_its_key_may_no_longer_send_is_refused_with_a_message_not_a_500(operator, emails):
+    ApiKey.objects.filter(id=emails[1].api_key_id).update(senders=["other.example"])  # narrowed since
+
+    response = operator.post(
+        "/admin/emails/email/", {"action": "resend", "_selected_action": [emails[1].id]}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert f"Not resent, as its API key would refuse it now: {emails[1].id}." in response.content.decode()
+    assert not Email.objects.filter(resent_from=emails[1]).exists()
+
+
 def test_retry_now_gives_a_failed_email_new_attempts(operator, emails):
     failed = emails[0]
 
