@@ -6,11 +6,16 @@ most ESPs (Postmark among them) that basic auth is the only proof that a request
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from anymail.signals import AnymailTrackingEvent
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, path
 from django.utils.module_loading import import_string
 
+from emails.parsers import MAX_JSON_DEPTH, nested_deeper_than
 from emails.services import email_record_delivery_event
 from providers.registry import parse_providers
 
@@ -43,9 +48,22 @@ def tracking_webhook_routes() -> list[URLPattern]:
         return []
     esps = sorted({_esp(provider.backend) for provider in parse_providers(settings.MAIL_PROVIDERS)} - {None})
     return [
-        path(f"{esp}/tracking/", import_string(TRACKING_VIEWS[esp]).as_view(), name=f"{esp}_tracking_webhook")
+        path(f"{esp}/tracking/", _bounded(import_string(TRACKING_VIEWS[esp]).as_view()), name=f"{esp}_tracking_webhook")
         for esp in esps
     ]
+
+
+def _bounded(view: Callable) -> Callable:
+    """anymail's views read the body with json.loads, which recurses: JSON nested deeper than our parsers
+    take is a 400 before it gets there, not a RecursionError's 500."""
+
+    @functools.wraps(view)  # keeps anymail's csrf_exempt
+    def bounded_view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if nested_deeper_than(request.body, MAX_JSON_DEPTH):
+            return JsonResponse({"detail": f"JSON nested deeper than {MAX_JSON_DEPTH} levels."}, status=400)
+        return view(request, *args, **kwargs)
+
+    return bounded_view
 
 
 def _esp(backend: str) -> str | None:

@@ -230,3 +230,12 @@ def test_a_refusal_while_sending_suppresses_nothing(alice, sending_to_sink):
     later = alice.post("/api/v1/emails", email_payload(to=["carol@example.org"]), format="json").json()["id"]
     email_send(later)
     assert Email.objects.get(id=later).status == "SENT"
+
+
+def test_a_webhook_body_nested_100000_deep_is_a_400_not_a_500(with_secret, client):
+    auth = "Basic " + base64.b64encode(SECRET.encode()).decode()
+    for body in ("[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000):
+        response = client.post(TRACKING, body, content_type="application/json", HTTP_AUTHORIZATION=auth)
+
+        assert response.status_code == 400
+        assert response.json() == {"detail": "JSON nested deeper than 32 levels."}
