@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from rest_framework.exceptions import ValidationError
 
 from emails import services
+from emails.fields import canonical_mailbox
 from emails.models import ApiKey, Email, Suppression, Template
 from emails.services.api_keys import MAX_SENDERS, SENDER_MAX_LENGTH, api_key_senders
 from providers.registry import parse_providers
@@ -144,7 +145,7 @@ class EmailAdmin(admin.ModelAdmin):
             return queryset.filter(id=UUID(term)), False
         except ValueError:
             # Exact recipient match: served by the GIN index, unlike a LIKE over millions of rows.
-            return queryset.filter(recipients__contains=[term.lower()]), False
+            return queryset.filter(recipients__contains=[canonical_mailbox(term)]), False
 
     def has_add_permission(self, request) -> bool:
         return False  # emails come in through the API
@@ -175,7 +176,7 @@ class EmailAdmin(admin.ModelAdmin):
         for email in originals:
             try:
                 services.email_resend(email=email)
-            except ValidationError:  # e.g. its key may no longer send from its address
+            except ValidationError:  # its key is revoked, or may no longer send from its address
                 refused.append(str(email.id))
         self.message_user(request, f"Queued {len(originals) - len(refused)} new email(s).", messages.SUCCESS)
         if refused:
@@ -285,9 +286,9 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     class Form(forms.ModelForm):
         def clean_address(self) -> str:
-            # Send-time checks compare bare, lower-cased addresses; cleaned before the form checks that the
+            # Send-time checks compare canonical addresses; cleaned before the form checks that the
             # (key, address) pair is new, so a differently written duplicate is an error, not a 500.
-            return self.cleaned_data["address"].strip().lower()
+            return canonical_mailbox(self.cleaned_data["address"])
 
     form = Form
     list_display = ["address", "api_key", "reason", "created_at", "detail"]

@@ -281,7 +281,7 @@ def email_create_fields(data) -> dict:
 
 class EmailBatchCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
-        emails = serializers.ListField(
+        emails = BoundedListField(
             child=ParsedJson(), min_length=1, max_length=500, help_text="Up to 500 bodies of POST /emails."
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import mimetypes
 import re
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail.message import ADDRESS_HEADERS, forbid_multi_line_headers, sanitize_address
 from django.core.validators import validate_email
+from django.utils.encoding import punycode
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -181,6 +183,26 @@ def bare_address(address: str) -> str:
     """'Name <addr>' or 'addr' → addr."""
     plain = _plain(address)
     return plain[1] if plain else parseaddr(address)[1]
+
+
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def canonical_mailbox(address: str) -> str:
+    """A bare address as the SMTP envelope carries it, the form in which addresses are compared (recipients,
+    suppressions, a provider's event): lower-case, an international domain in punycode (IDNA 2003, as
+    Django encodes the envelope, so full-width letters become ASCII ones), a needlessly quoted local part
+    unquoted. Otherwise '"user"@example.com', or user@example.com written with a full-width e, would slip
+    past a suppression of user@example.com, and a provider's bounce for user@xn--bcher-kva.de would match
+    no email. Callers bound the address's length first."""
+    local, _, domain = address.strip().rpartition("@")
+    local, domain = local.lower(), domain.lower().removesuffix(".")
+    if len(local) > 2 and local[0] == local[-1] == '"' and _DOT_ATOM.fullmatch(local[1:-1]):
+        local = local[1:-1]
+    if not domain.isascii():
+        with contextlib.suppress(UnicodeError):  # no ASCII form: compared as it is
+            domain = punycode(domain)
+    return f"{local}@{domain}" if local else domain
 
 
 class AddressField(StrictCharField):

@@ -56,6 +56,8 @@ class BoundedJSONParser(JSONParser):
             text = data.decode(encoding)
         except UnicodeDecodeError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+        except LookupError:  # a codec that is no text encoding (charset=base64, zlib, rot13): Django takes it
+            raise ParseError(f"JSON parse error - {encoding!r} is not a text encoding.") from None
         utf8 = data if codecs.lookup(encoding).name == "utf-8" else text.encode("utf-8", "surrogatepass")
         if nested_deeper_than(utf8, MAX_JSON_DEPTH):
             raise ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.")

@@ -20,7 +20,7 @@ from rest_framework.exceptions import ValidationError
 
 from emails import queue, rendering
 from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
-from emails.fields import attachment_size, bare_address
+from emails.fields import attachment_size, bare_address, canonical_mailbox
 from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Template
 from emails.services.api_keys import api_key_may_send_as
 from mailservice import metrics
@@ -29,7 +29,7 @@ Status = Email.Status
 
 
 def _bare_addresses(*lists: list[str]) -> list[str]:
-    return sorted({bare_address(a).lower() for addresses in lists for a in addresses})
+    return sorted({canonical_mailbox(bare_address(a)) for addresses in lists for a in addresses})
 
 
 def template_render(*, template: Template, context: dict[str, Any]) -> dict[str, str]:
@@ -119,8 +119,9 @@ def _check_senders(*, api_key: ApiKey | None, fields: dict[str, Any]) -> None:
             # As Django reads an address header when it builds the message; each value is at most 998 chars.
             addresses = [addr for _, addr in getaddresses([value])]
             if not addresses or not all(addr and api_key_may_send_as(api_key, addr) for addr in addresses):
+                # The contract names `from` for every sender the key may not use, the header ones included.
                 message = f"This API key may not send with {name}: {value!r}. {_senders_shown(api_key)}"
-                raise ValidationError({"headers": [message]})
+                raise ValidationError({"from": [message]})
 
 
 def _senders_shown(api_key: ApiKey) -> str:
@@ -266,7 +267,10 @@ def _publish_when_due(rows: list[dict[str, Any]], now: datetime) -> None:
 
 
 def email_resend(*, email: Email) -> Email:
-    """A new email with the same content (attachments included), whose resent_from is `email`."""
+    """A new email with the same content (attachments included), whose resent_from is `email`. Raises
+    ValidationError when its key would refuse it now: revoked, or no longer allowed its sender."""
+    if email.api_key is not None and email.api_key.revoked_at is not None:
+        raise ValidationError({"api_key": ["This email's API key is revoked: a revoked key sends nothing."]})
     return email_create(
         api_key=email.api_key,
         from_email=email.from_email,

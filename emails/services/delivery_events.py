@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from emails.fields import canonical_mailbox
 from emails.models import Email, EmailEvent, Suppression
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def suppression_add(
     the first reason stays)."""
     suppression, _ = Suppression.objects.get_or_create(
         api_key_id=api_key_id,
-        address=address.strip().lower(),
+        address=canonical_mailbox(address),
         defaults={"reason": reason, "detail": detail, "email": email},
     )
     return suppression
@@ -46,7 +47,7 @@ def email_record_delivery_event(
     an event can only ever speak for an address the email went to. Returns the email, or None when the
     event is ignored: no email has that message id and recipient, or several do (the event cannot say whose
     it is)."""
-    address = recipient.strip().lower()
+    address = canonical_mailbox(recipient) if len(recipient) <= MAX_ADDRESS else recipient
     if not provider_message_id or len(provider_message_id) > MAX_MESSAGE_ID or not 0 < len(address) <= MAX_ADDRESS:
         log.info("delivery event %s without a usable message id or recipient; ignored", event_type)
         return None

@@ -27,6 +27,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import InterfaceError, OperationalError, connection
 
 from emails import queue
+from emails.fields import canonical_mailbox
 from emails.models import Email, EmailEvent, Suppression
 from mailservice import metrics
 from providers import failover
@@ -246,7 +247,7 @@ def _listed(addresses: set[str]) -> str:
 
 def build_message(email: Email, *, leave_out: set[str] = frozenset()) -> EmailMultiAlternatives:
     def keep(addresses: list[str]) -> list[str]:
-        return [a for a in addresses if parseaddr(a)[1].lower() not in leave_out]
+        return [a for a in addresses if canonical_mailbox(parseaddr(a)[1]) not in leave_out]
 
     domain = parseaddr(email.from_email)[1].rpartition("@")[2]
     headers = {

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from emails import admin as admin_module
 from emails.admin import CappedCountPaginator
@@ -71,6 +72,17 @@ def test_resending_an_email_its_key_may_no_longer_send_is_refused_with_a_message
     )
 
     assert response.status_code == 200
+    assert f"Not resent, as its API key would refuse it now: {emails[1].id}." in response.content.decode()
+    assert not Email.objects.filter(resent_from=emails[1]).exists()
+
+
+def test_resending_an_email_of_a_revoked_key_is_refused(operator, emails):
+    ApiKey.objects.filter(id=emails[1].api_key_id).update(revoked_at=timezone.now())
+
+    response = operator.post(
+        "/admin/emails/email/", {"action": "resend", "_selected_action": [emails[1].id]}, follow=True
+    )
+
     assert f"Not resent, as its API key would refuse it now: {emails[1].id}." in response.content.decode()
     assert not Email.objects.filter(resent_from=emails[1]).exists()
 

@@ -160,6 +160,15 @@ def test_json_nested_100000_deep_is_a_400_in_json(alice, kind, path):
     assert not Email.objects.exists()
 
 
+@pytest.mark.parametrize("charset", ["base64", "zlib", "rot13", "hex"])
+def test_a_json_body_declaring_a_charset_that_is_no_text_encoding_is_a_400_in_json(alice, charset):
+    # As found by review: Django takes any codec Python knows, and decoding with it raised LookupError (a 500).
+    response = alice.post("/api/v1/emails", b'{"to": []}', content_type=f"application/json; charset={charset}")
+
+    assert response.status_code == 400
+    assert "is not a text encoding" in response.json()["detail"]
+
+
 def test_json_nested_100000_deep_in_utf_16_is_a_400_in_json(alice):
     body = _nested(100_000, "arrays").encode("utf-16")
 

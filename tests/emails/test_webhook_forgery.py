@@ -239,3 +239,29 @@ def test_a_webhook_body_nested_100000_deep_is_a_400_not_a_500(with_secret, clien
 
         assert response.status_code == 400
         assert response.json() == {"detail": "JSON nested deeper than 32 levels."}
+
+
+@pytest.mark.parametrize("written", ['"carol"@example.org', "Carol@EXAMPLE.org", "carol@\uff45xample.org"])
+def test_a_suppressed_mailbox_written_another_way_is_still_left_out(alice, sending_to_sink, written):
+    # \uff45 is a full-width "e": IDNA maps it to "e", as the SMTP envelope would carry it.
+    expected = "carol@example.org"
+    Suppression.objects.create(api_key=alice.api_key, address=expected, reason="bounced")
+    email_id = alice.post("/api/v1/emails", email_payload(to=[written]), format="json").json()["id"]
+
+    email_send(email_id)
+
+    assert sending_to_sink.received == []
+    assert (Email.objects.get(id=email_id).status, Email.objects.get(id=email_id).last_error) == (
+        "FAILED",
+        "suppressed",
+    )
+
+
+def test_a_bounce_reported_for_the_punycode_form_of_an_international_address_suppresses_it(alice, with_secret, client):
+    email_id, message_id = _sent(alice, with_secret, "carol@b\u00fccher.example")
+
+    response = _post(client, TRACKING, _hard_bounce(message_id, "carol@xn--bcher-kva.example"))
+
+    assert response.status_code == 200
+    assert "bounced" in _event_types(email_id)
+    assert Suppression.objects.filter(api_key=alice.api_key, address="carol@xn--bcher-kva.example").exists()
