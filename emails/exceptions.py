@@ -6,12 +6,14 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.views import exception_handler
 
+from emails.rendering import RenderUnavailable
+
 log = logging.getLogger(__name__)
 
 # What an unreachable, refusing or frozen database raises; each door answers it with a 503 (here for DRF's
 # views, mailservice.urls.server_error for the rest).
 DATABASE_ERRORS = (OperationalError, InterfaceError)
-DATABASE_RETRY_AFTER = 5  # seconds, in the 503's Retry-After
+DATABASE_RETRY_AFTER = 5  # seconds, in the 503's Retry-After (a database outage, no render process)
 
 
 class PayloadTooLarge(APIException):
@@ -32,6 +34,12 @@ class DatabaseUnavailable(APIException):
     default_code = "database_unavailable"
 
 
+class TemplatesUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Templates cannot be rendered right now; try again shortly."
+    default_code = "templates_unavailable"
+
+
 def log_database_unavailable(exc: BaseException) -> None:
     # The type only: a database error's message may quote the request's data.
     log.error("database unavailable (%s): answered 503", type(exc).__name__)
@@ -39,7 +47,7 @@ def log_database_unavailable(exc: BaseException) -> None:
 
 def api_exception_handler(exc, context):
     """DRF's handler, plus: a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400, and a database
-    outage is a 503 with Retry-After, not Django's 500 page."""
+    outage, or no template render process to be had, is a 503 with Retry-After, not Django's 500 page."""
     if isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 
@@ -47,6 +55,11 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, DATABASE_ERRORS):
         log_database_unavailable(exc)
         response = exception_handler(DatabaseUnavailable(), context)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
+    elif isinstance(exc, RenderUnavailable):
+        log.error("no template render process could be had: answered 503")
+        response = exception_handler(TemplatesUnavailable(), context)
         response["Retry-After"] = str(DATABASE_RETRY_AFTER)
         return response
     return exception_handler(exc, context)
