@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
-import os
 import signal
 import time
 
@@ -58,8 +57,9 @@ def _on_task_start(**kwargs) -> None:
 
 
 def _on_child_sigterm(signum: int, frame: object) -> None:
+    # The main process, signalled with it, carries out the warm shutdown; a child signalled alone only hands
+    # back what it is given from then on (nothing is lost), so an operator should stop a worker as a whole.
+    # (Signalling the main process from here made it hang now and then in its own shutdown.)
     _begin()
     # A second SIGTERM (billiard ending a cold shutdown) stops the child at once, as it would have.
     signal.signal(signal.SIGTERM, _previous_handler[0])
-    # Signalled alone, a child would hand back every task it is given: the worker stops as a whole.
-    os.kill(os.getppid(), signal.SIGTERM)
