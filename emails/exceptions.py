@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 # What an unreachable, refusing or frozen database raises; each door answers it with a 503 (here for DRF's
 # views, mailservice.urls.server_error for the rest).
 DATABASE_ERRORS = (OperationalError, InterfaceError)
-DATABASE_RETRY_AFTER = 5  # seconds, in the 503's Retry-After (a database outage, no render process)
+RETRY_AFTER_SECONDS = 5  # in a 503's Retry-After: a database outage, no render process
 
 
 class PayloadTooLarge(APIException):
@@ -40,9 +40,9 @@ class TemplatesUnavailable(APIException):
     default_code = "templates_unavailable"
 
 
-def log_database_unavailable(exc: BaseException) -> None:
+def log_unavailable(exc: BaseException) -> None:
     # The type only: a database error's message may quote the request's data.
-    log.error("database unavailable (%s): answered 503", type(exc).__name__)
+    log.error("unavailable (%s): answered 503", type(exc).__name__)
 
 
 def api_exception_handler(exc, context):
@@ -52,14 +52,10 @@ def api_exception_handler(exc, context):
         from django.conf import settings
 
         exc = PayloadTooLarge(f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
-    elif isinstance(exc, DATABASE_ERRORS):
-        log_database_unavailable(exc)
-        response = exception_handler(DatabaseUnavailable(), context)
-        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
-        return response
-    elif isinstance(exc, RenderUnavailable):
-        log.error("no template render process could be had: answered 503")
-        response = exception_handler(TemplatesUnavailable(), context)
-        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    elif isinstance(exc, (*DATABASE_ERRORS, RenderUnavailable)):
+        log_unavailable(exc)
+        unavailable = TemplatesUnavailable() if isinstance(exc, RenderUnavailable) else DatabaseUnavailable()
+        response = exception_handler(unavailable, context)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     return exception_handler(exc, context)

@@ -10,7 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.views import APIView
 
 from emails import health
-from emails.exceptions import DATABASE_ERRORS, DATABASE_RETRY_AFTER, DatabaseUnavailable, log_database_unavailable
+from emails.exceptions import DATABASE_ERRORS, RETRY_AFTER_SECONDS, DatabaseUnavailable, log_unavailable
 from emails.webhooks import tracking_webhook_routes
 
 urlpatterns = [
@@ -46,14 +46,14 @@ def server_error(request):
     exc = sys.exc_info()[1]
     if not isinstance(exc, DATABASE_ERRORS):
         return defaults.server_error(request)
-    log_database_unavailable(exc)
+    log_unavailable(exc)
     view = request.resolver_match.func if request.resolver_match else None
     if request.path.startswith("/api/") or issubclass(getattr(view, "view_class", object), APIView):
         response = JsonResponse({"detail": DatabaseUnavailable.default_detail}, status=503)
     else:
         # Without the request: a context processor would read the user, from the database.
         response = HttpResponse(loader.render_to_string("503.html"), status=503)
-    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

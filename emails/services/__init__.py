@@ -7,7 +7,6 @@ from emails.services.accepting import (
     emails_retry_now,
     idempotent,
     template_errors,
-    template_render,
 )
 from emails.services.api_keys import api_key_create
 from emails.services.cancelling import emails_cancel
@@ -32,5 +31,4 @@ __all__ = [
     "retry_delay",
     "suppression_add",
     "template_errors",
-    "template_render",
 ]

@@ -32,13 +32,6 @@ def _bare_addresses(*lists: list[str]) -> list[str]:
     return sorted({canonical_mailbox(bare_address(a)) for addresses in lists for a in addresses})
 
 
-def template_render(*, template: Template, context: dict[str, Any]) -> dict[str, str]:
-    """The template's subject, text and html rendered with `context`, bounded as a request's rendering is;
-    raises ValidationError."""
-    with _Templates({template.name: template}, max_total_bytes=settings.MAIL_MAX_EMAIL_BYTES) as templates:
-        return templates.render(template.name, context)
-
-
 class _Templates:
     """The templates a request may use, rendered in one RenderSession: within MAIL_TEMPLATE_RENDER_SECONDS
     for the whole request, each email within MAIL_MAX_EMAIL_BYTES, and all within `max_total_bytes`."""

@@ -247,6 +247,8 @@ def _listed(addresses: set[str]) -> str:
 
 def build_message(email: Email, *, leave_out: set[str] = frozenset()) -> EmailMultiAlternatives:
     def keep(addresses: list[str]) -> list[str]:
+        if not leave_out:  # almost every email: no address to parse
+            return addresses
         return [a for a in addresses if canonical_mailbox(parseaddr(a)[1]) not in leave_out]
 
     domain = parseaddr(email.from_email)[1].rpartition("@")[2]
