@@ -5,17 +5,34 @@ for the running ones, but its prefork children, where the tasks run, get no sign
 main process writes the time by which the worker must be gone into memory shared with its children
 (made here, at import, before the pool forks them), and a send task reads it: no new send starts, what
 was claimed and not started goes back to PENDING at once, and what is in flight is finished and recorded.
+
+The deadline is kept whatever happens inside Celery: if the worker is still there when it comes (a pool that
+never finishes joining its children), it writes every process's stacks to its log and exits, as a supervisor's
+SIGKILL would a moment later. By then no send is running and every outcome that could be written was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import faulthandler
+import logging
 import multiprocessing
+import os
 import signal
+import sys
+import threading
 import time
 
+import billiard
 from celery.signals import task_prerun, worker_process_init, worker_shutting_down
 from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+# Sends stop starting one second before the deadline (LEASE_MARGIN_SECONDS in emails.services.sending); the
+# process is made to go half a second before it, so that it is gone within MAIL_SHUTDOWN_GRACE.
+EXIT_AHEAD_SECONDS = 0.5
 
 # time.monotonic() (one clock for every process of the machine) by which the worker must be gone; 0: running.
 _deadline = multiprocessing.RawValue(ctypes.c_double, 0.0)
@@ -31,9 +48,37 @@ def _begin() -> None:
         _deadline.value = time.monotonic() + settings.MAIL_SHUTDOWN_GRACE
 
 
+_keeping_deadline: list[threading.Thread] = []
+
+
 @worker_shutting_down.connect
 def _on_worker_shutting_down(**kwargs) -> None:
-    _begin()  # in the main process, as Celery begins its shutdown
+    # In the main process, as Celery begins its shutdown (from its signal handler: nothing here may block).
+    # A child signalled with it may have set the deadline already.
+    _begin()
+    if not _keeping_deadline:
+        _keeping_deadline.append(threading.Thread(target=_exit_at_deadline, name="shutdown-deadline", daemon=True))
+        _keeping_deadline[0].start()
+
+
+def _exit_at_deadline() -> None:
+    time.sleep(max(0.0, _deadline.value - EXIT_AHEAD_SECONDS - time.monotonic()))
+    children = billiard.active_children()
+    log.warning("worker still running at its shutdown deadline: exiting, with its %d pool process(es)", len(children))
+    # Where it was stuck, into the worker's log (Celery replaces sys.stderr with a logger without a file).
+    faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+    for child in children:
+        _signal(child.pid, signal.SIGUSR2)  # each writes its stacks too (registered at _on_child_start)
+    time.sleep(0.2)
+    for child in children:
+        _signal(child.pid, signal.SIGKILL)
+    sys.__stderr__.flush()
+    os._exit(1)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+        os.kill(pid, signum)
 
 
 _in_pool_child = False
@@ -44,6 +89,7 @@ _previous_handler: list = [signal.SIG_DFL]  # billiard's, in a pool child
 def _on_child_start(**kwargs) -> None:
     global _in_pool_child
     _in_pool_child = True
+    faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)  # see _exit_at_deadline
 
 
 @task_prerun.connect

@@ -12,8 +12,10 @@ from django.utils import timezone
 
 from emails import queue
 from emails.models import Email
+from mailservice.celery import app
 from tests.conftest import make_emails
-from tests.processes import wait_for
+from tests.processes import BIN, Process, wait_for
+from tests.stuck_task import STARTED
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,3 +85,21 @@ def test_a_rolling_restart_under_load_delivers_each_email_exactly_once(sending_t
     assert set(counts.values()) == {1}, f"{sum(counts.values()) - len(counts)} duplicates"
     assert max(exits) < settings.MAIL_SHUTDOWN_GRACE
     print("exits after SIGTERM: " + ", ".join(f"{t:.2f}s" for t in exits))
+
+
+def test_a_worker_stuck_past_its_deadline_still_exits_in_time_and_logs_where_it_was_stuck(services, tmp_path):
+    grace = 3
+    args = [str(BIN / "celery"), "-A", "mailservice", "worker", "--loglevel", "INFO", "--concurrency", "1",
+            "--include", "tests.stuck_task", "--without-gossip", "--without-mingle"]  # fmt: skip
+    worker = Process("worker", args, services._env({"MAIL_SHUTDOWN_GRACE": str(grace)}), tmp_path)
+    services._track(worker)
+    app.send_task("tests.stuck")
+    wait_for(lambda: STARTED in worker.log(), timeout=30, what="the stuck task to start")
+
+    worker.terminate()
+    took = _exit_within(worker, grace + 5)
+    assert took < grace
+    log = worker.log()
+    assert "worker still running at its shutdown deadline" in log
+    assert 'tests/stuck_task.py", line' in log, "the pool process's stack shows where it was stuck"
+    print(f"exit {took:.2f}s after SIGTERM, MAIL_SHUTDOWN_GRACE={grace}")
