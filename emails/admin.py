@@ -9,16 +9,19 @@ from uuid import UUID
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from rest_framework.exceptions import ValidationError
 
 from emails import services
 from emails.fields import canonical_mailbox
 from emails.models import ApiKey, Email, Suppression, Template
-from emails.services.api_keys import MAX_SENDERS, SENDER_MAX_LENGTH, api_key_senders
+from emails.services.api_keys import MAX_SENDERS, SENDER_MAX_LENGTH, api_key_issue, api_key_senders
 from providers.registry import parse_providers
 
 
@@ -205,6 +208,10 @@ class TemplateForm(forms.ModelForm):
     class Meta:
         model = Template
         fields = ["name", "api_key", "subject", "text", "html"]
+        help_texts = {
+            "name": "What clients give as the API's `template`: a slug, made of letters, digits, hyphens and "
+            "underscores (order-shipped, welcome_2).",
+        }
 
     def clean(self):
         data = super().clean()
@@ -270,8 +277,32 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def sender_list(self, api_key: ApiKey) -> str:
         return ", ".join(api_key.senders) or "any address"
 
-    def has_add_permission(self, request) -> bool:
-        return False  # keys are created with `manage.py create_api_key`, which shows the key once
+    def get_fields(self, request, obj=None):
+        if obj is None:  # adding: the key itself is made on save
+            return ["name", "senders"]
+        return super().get_fields(request, obj)
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            # Kept on this instance for response_add() only: never stored, logged or put in a message (the
+            # session and cookies would keep it).
+            obj.key_shown_once = api_key_issue(obj)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new key, shown once to the operator who made it, on a page no cache keeps."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key made",
+            "api_key": obj,
+            "key": obj.key_shown_once,
+            "is_popup": IS_POPUP_VAR in request.POST,
+        }
+        response = TemplateResponse(request, "admin/emails/apikey/key_made.html", context)
+        add_never_cache_headers(response)
+        return response
 
     # Revoking changes the key: a user who may only view keys sees no action (Django filters actions by these).
     @admin.action(description="Revoke the selected keys", permissions=["change"])

@@ -5,7 +5,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.fields import SkipField, get_error_detail
@@ -17,16 +17,20 @@ from emails import schema, selectors
 from emails.fields import (
     AddressField,
     AddressListField,
+    AnyCaseChoiceField,
     AttachmentSerializer,
     BoundedDateTimeField,
     BoundedListField,
     HeadersField,
     MetadataField,
     ParsedJson,
+    RefusesUnknownFields,
     StrictCharField,
+    TemplateNameField,
     UtcDateTimeField,
+    attachment_size,
+    unknown_field_errors,
 )
-from emails.models import Email
 from emails.services import email_create, email_create_batch, email_resend, idempotent
 
 
@@ -95,8 +99,10 @@ def _validated(serializer_class: type[serializers.Serializer], data) -> dict:
 
 
 def _idempotently(request, produce) -> Response:
-    """Answers with `produce()`'s (status, body), once per Idempotency-Key (when the client sends one)."""
+    """Answers with `produce()`'s (status, body), once per Idempotency-Key (when the client sends one); a
+    repeat's answer says it is one, with `Idempotent-Replayed: true` (as Stripe's API does)."""
     key = request.headers.get("Idempotency-Key")
+    replayed = False
     if key is None:
         status_code, body = produce()
     else:
@@ -104,32 +110,50 @@ def _idempotently(request, produce) -> Response:
             raise ValidationError({"Idempotency-Key": ["Between 1 and 255 characters."]})
         canonical = json.dumps([request.path, request.data], sort_keys=True, separators=(",", ":"))
         request_hash = hashlib.sha256(canonical.encode()).hexdigest()
-        status_code, body = idempotent(api_key=request.auth, key=key, request_hash=request_hash, produce=produce)
+        status_code, body, replayed = idempotent(
+            api_key=request.auth, key=key, request_hash=request_hash, produce=produce
+        )
     headers = {"Location": f"/api/v1/emails/{body['id']}"} if isinstance(body, dict) and "id" in body else {}
+    if replayed:
+        headers[schema.REPLAYED_HEADER] = "true"
     return Response(body, status=status_code, headers=headers)
 
 
 class EmailDetailApi(APIView):
     @extend_schema_serializer(component_name="Email")
     class OutputSerializer(FieldsOnce, serializers.Serializer):
-        class EventSerializer(serializers.Serializer):
-            type = serializers.CharField()
-            at = UtcDateTimeField()
-            provider = serializers.CharField()
-            detail = serializers.CharField()
+        """An email: what was submitted (as rendered from its template), where it stands, and what happened
+        to it."""
 
+        @extend_schema_serializer(component_name="EmailEvent")
+        class EventSerializer(serializers.Serializer):
+            """One step of an email's history."""
+
+            type = serializers.CharField(help_text=schema.EVENT_TYPES)
+            at = UtcDateTimeField(help_text="When, in UTC.")
+            provider = serializers.CharField(help_text="The provider it happened at; empty for the service's own.")
+            detail = serializers.CharField(
+                help_text="The provider's message id (sent), its error (retry, failed), the recipients left out "
+                "(suppressed), or what the provider reported."
+            )
+
+        @extend_schema_serializer(component_name="AttachmentInfo")
         class AttachmentInfoSerializer(serializers.Serializer):
+            """An attachment, without its content."""
+
             filename = serializers.CharField()
             content_type = serializers.CharField()
-            size = serializers.SerializerMethodField()
+            content_id = serializers.CharField(
+                allow_null=True, help_text="An inline part's id (the html shows it as `cid:<content_id>`); null: "
+                "attached."
+            )  # fmt: skip
+            size = serializers.SerializerMethodField(help_text="In bytes, decoded.")
 
             def get_size(self, attachment) -> int:
-                from emails.fields import attachment_size
-
                 return attachment_size(attachment)
 
         id = serializers.UUIDField()
-        status = serializers.CharField()
+        status = serializers.CharField(help_text=schema.STATUSES)
         from_email = serializers.CharField(source="from_email")
         to = serializers.ListField(child=serializers.CharField())
         cc = serializers.ListField(child=serializers.CharField())
@@ -140,24 +164,34 @@ class EmailDetailApi(APIView):
         html = serializers.CharField()
         headers = serializers.DictField(child=serializers.CharField())
         attachments = AttachmentInfoSerializer(many=True)
-        template = serializers.CharField()
+        template = serializers.CharField(help_text="The template it was rendered from; empty: none.")
         tags = serializers.ListField(child=serializers.CharField())
         metadata = serializers.DictField(child=serializers.CharField())
-        attempts = serializers.IntegerField()
-        provider = serializers.CharField()
-        provider_message_id = serializers.CharField()
-        last_error = serializers.CharField()
-        created_at = UtcDateTimeField()
-        send_at = UtcDateTimeField(allow_null=True)
-        sent_at = UtcDateTimeField(allow_null=True)
-        resent_from = serializers.UUIDField(source="resent_from_id", allow_null=True)
-        events = EventSerializer(many=True, source="events.all")
+        attempts = serializers.IntegerField(help_text=schema.ATTEMPTS)
+        provider = serializers.CharField(help_text=schema.PROVIDER)
+        provider_message_id = serializers.CharField(help_text=schema.PROVIDER_MESSAGE_ID)
+        last_error = serializers.CharField(help_text=schema.LAST_ERROR)
+        created_at = UtcDateTimeField(help_text="When it was accepted, in UTC.")
+        send_at = UtcDateTimeField(allow_null=True, help_text="Not sent before this time; null: at once.")
+        sent_at = UtcDateTimeField(allow_null=True, help_text="When a provider accepted it; null until then.")
+        resent_from = serializers.UUIDField(
+            source="resent_from_id", allow_null=True, help_text="The email this one resends; null: none."
+        )
+        events = EventSerializer(many=True, source="events.all", help_text="Its history, oldest first.")
 
         def get_fields(self):
             return _api_name(super().get_fields(), "from_email", "from")
 
-    @extend_schema(operation_id="email_get", summary="An email, with its events", responses={200: OutputSerializer,
-                   **schema.ERRORS, **schema.NOT_FOUND})  # fmt: skip
+    @extend_schema(
+        operation_id="email_get",
+        summary="An email, with its events",
+        description=schema.EMAIL_GET,
+        parameters=[schema.EMAIL_ID],
+        responses={
+            200: OpenApiResponse(OutputSerializer, description="The email."),
+            **schema.errors(401, 404, 429, 503),
+        },
+    )
     def get(self, request, email_id):
         email = selectors.email_get(api_key=request.auth, email_id=email_id)
         if email is None:
@@ -168,39 +202,77 @@ class EmailDetailApi(APIView):
 class EmailCreateApi(APIView):
     @extend_schema_serializer(component_name="EmailCreate")
     class InputSerializer(FieldsOnce, serializers.Serializer):
-        from_email = AddressField(source="from_email", help_text="`addr` or `Name <addr>`.")
-        to = AddressListField(min_length=1, help_text="Addresses (or one as a string); with cc and bcc, at most 50.")
-        cc = AddressListField(required=False)
-        bcc = AddressListField(required=False)
-        reply_to = AddressListField(required=False, help_text="At most 50.")
+        """An email to send: `from`, `to`, and `subject` with `text` and/or `html`, or a `template` that gives
+        them. Any other field is a 400 naming it."""
+
+        from_email = AddressField(
+            source="from_email",
+            help_text="`addr` or `Name <addr>`, at most 400 characters; one of the API key's senders when it has "
+            "a list. Also the envelope sender.",
+        )
+        to = AddressListField(
+            min_length=1,
+            help_text="A list of addresses (or one, as a string); `to`, `cc` and `bcc` hold at most 50 together.",
+        )
+        cc = AddressListField(required=False, help_text="Addresses, as `to`.")
+        bcc = AddressListField(required=False, help_text="Addresses, as `to`; not shown to the other recipients.")
+        reply_to = AddressListField(required=False, help_text="At most 50 addresses.")
         subject = StrictCharField(
-            single_line=True, max_length=998, required=False, help_text="Required unless the template gives it."
+            single_line=True,
+            max_length=998,
+            required=False,
+            help_text="One line, at most 998 characters. Required unless the template gives it.",
         )
         text = StrictCharField(
-            required=False, allow_blank=True, trim_whitespace=False, help_text="Text and/or html, unless a template."
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="The plain-text body. Give text, html or both, unless the template gives them.",
         )
-        html = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+        html = StrictCharField(
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="The html body; it shows an inline attachment as `cid:<content_id>`.",
+        )
         headers = HeadersField(
             required=False,
-            help_text="Extra headers; not those with their own field, nor those only a relay, a signer or a provider "
-            "sets (Received, Return-Path, DKIM-Signature, ARC-*, X-SMTPAPI, ...); no CR/LF or control characters.",
+            help_text='Extra headers, at most 50: `{"name": "value"}`, a name of at most 100 characters, a value '
+            "of at most 998 on one line. Not those with a field of their own (From, To, Cc, Bcc, Reply-To, Subject, "
+            "Content-Type, ...), nor those only a relay, a signer, this service or a provider sets (Received, "
+            "Received-SPF, Return-Path, DKIM-Signature, DomainKey-Signature, ARC-*, Authentication-Results, "
+            "X-Mailservice-Id, X-SMTPAPI, X-MSYS-API, X-Mailgun-*, X-PM-*, X-SES-*, X-MC-*, X-MJ-*, X-Mailin-*). "
+            "Message-ID, In-Reply-To, References, Date and Sender are yours to set.",
         )
         attachments = BoundedListField(
-            child=AttachmentSerializer(), required=False, max_length=20, help_text="Count towards the 10 MB per email."
+            child=AttachmentSerializer(),
+            required=False,
+            max_length=20,
+            help_text="At most 20 files; their decoded size counts towards the email's 10 MB.",
         )
-        template = StrictCharField(
-            single_line=True, max_length=100, required=False, help_text="A stored template's name (see the admin)."
+        template = TemplateNameField(
+            required=False,
+            help_text="A stored template's name (a slug: letters, digits, `-` and `_`), rendered with `context`. "
+            "Fields given in the request win over the template's.",
         )
         context = serializers.DictField(
-            required=False, help_text="The template's variables; escaped in html, not in subject and text."
+            required=False,
+            help_text="The template's variables (only with `template`); escaped in html, not in subject and text.",
         )
         tags = BoundedListField(
             child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20,
-            help_text="Filter the list with ?tag=.",
+            help_text="At most 20, each one line of at most 100 characters; the list filters on one with `?tag=`.",
         )  # fmt: skip
-        metadata = MetadataField(required=False, help_text="Up to 50 string values, returned as given.")
+        metadata = MetadataField(
+            required=False,
+            help_text="At most 50 keys (1 to 100 characters, one line) with string values of at most 1000 "
+            "characters, returned as given.",
+        )
         send_at = BoundedDateTimeField(
-            required=False, allow_null=True, help_text="ISO 8601; the email waits PENDING until then."
+            required=False,
+            allow_null=True,
+            help_text="ISO 8601 with a time zone or offset (`2030-01-31T09:00:00Z`); the email stays PENDING "
+            "until then. Null or absent: at once.",
         )
 
         def get_fields(self):
@@ -213,11 +285,8 @@ class EmailCreateApi(APIView):
         def to_internal_value(self, data):
             if not isinstance(data, dict):
                 return super().to_internal_value(data)  # DRF's error for a body that is not an object
-            unknown = sorted(set(data) - self._field_names)
-            if unknown:
-                # Named as sent, escaped when it holds what JSON output or PostgreSQL cannot (NUL, surrogates).
-                shown = (name if name.isprintable() else name.encode("unicode_escape").decode() for name in unknown)
-                raise serializers.ValidationError({name: ["Unknown field."] for name in shown})
+            if not self._field_names.issuperset(data):
+                raise serializers.ValidationError(unknown_field_errors(data, self._field_names))
             # DRF's loop, over the fields the body gives and the required ones only: for each absent
             # optional field (a dozen in a typical email) DRF raises and catches SkipField, a third of the
             # time it takes to validate a body. None of these fields has a default or a validate_<name>.
@@ -241,6 +310,8 @@ class EmailCreateApi(APIView):
                 super().run_validators(value)
 
         def validate(self, attrs):
+            if "context" in attrs and not attrs.get("template"):
+                raise serializers.ValidationError({"context": ["Only with a template: give `template` too."]})
             if not attrs.get("template"):  # else the template gives them (checked once rendered)
                 if not attrs.get("subject"):
                     raise serializers.ValidationError({"subject": ["This field is required (or give a template)."]})
@@ -252,15 +323,25 @@ class EmailCreateApi(APIView):
                 raise serializers.ValidationError(
                     {"to": [f"At most {settings.MAIL_MAX_RECIPIENTS} recipients in to, cc and bcc together ({count})."]}
                 )
+            if "attachments" in attrs:
+                content_ids = [a["content_id"] for a in attrs["attachments"] if "content_id" in a]
+                if len(set(content_ids)) < len(content_ids):
+                    twice = sorted({i for i in content_ids if content_ids.count(i) > 1})
+                    message = f"Each content_id once per email: {', '.join(map(repr, twice))} is given more than once."
+                    raise serializers.ValidationError({"attachments": [message]})
             return attrs
 
     @extend_schema(
         operation_id="email_create",
         summary="Submit an email",
+        description=schema.EMAIL_CREATE,
         request=InputSerializer,
-        parameters=[schema.IDEMPOTENCY_KEY],
-        responses={202: EmailDetailApi.OutputSerializer, **schema.WRITE_ERRORS},
-        examples=[schema.EMAIL_EXAMPLE, schema.TEMPLATE_EXAMPLE],
+        parameters=[schema.IDEMPOTENCY_KEY, schema.LOCATION, schema.IDEMPOTENT_REPLAYED],
+        responses={
+            202: OpenApiResponse(EmailDetailApi.OutputSerializer, description="Accepted: the email, PENDING."),
+            **schema.errors(400, 401, 413, 415, 422, 429, 503),
+        },
+        examples=[schema.EMAIL_EXAMPLE, schema.TEMPLATE_EXAMPLE, schema.INLINE_IMAGE_EXAMPLE],
     )
     def post(self, request):
         fields = _validated(self.InputSerializer, request.data)
@@ -280,26 +361,42 @@ def email_create_fields(data) -> dict:
 
 
 class EmailBatchCreateApi(APIView):
-    class InputSerializer(serializers.Serializer):
-        emails = BoundedListField(
-            child=ParsedJson(), min_length=1, max_length=500, help_text="Up to 500 bodies of POST /emails."
-        )
+    class InputSerializer(RefusesUnknownFields, serializers.Serializer):
+        emails = BoundedListField(child=ParsedJson(), min_length=1, max_length=500)
 
     @extend_schema(
         operation_id="email_batch_create",
         summary="Submit up to 500 emails",
-        description='One result per item, in order: the accepted email\'s summary, or `{"errors": {...}}` '
-        "for an invalid item. Valid items are stored either way.",
+        description=schema.EMAIL_BATCH_CREATE,
         # Documented as a list of EmailCreate bodies; each is validated on its own, so one bad item
         # does not refuse the others.
         request=inline_serializer(
             "EmailBatchCreate",
-            {"emails": EmailCreateApi.InputSerializer(many=True, min_length=1, max_length=500)},
+            {
+                "emails": EmailCreateApi.InputSerializer(
+                    many=True,
+                    min_length=1,
+                    max_length=500,
+                    help_text="1 to 500 emails, each as `POST /api/v1/emails` takes it.",
+                )
+            },
         ),
-        parameters=[schema.IDEMPOTENCY_KEY],
+        parameters=[schema.IDEMPOTENCY_KEY, schema.IDEMPOTENT_REPLAYED],
         responses={
-            202: inline_serializer("BatchResults", {"results": serializers.ListField(child=serializers.JSONField())}),
-            **schema.WRITE_ERRORS,
+            202: OpenApiResponse(
+                description="Accepted: one result per email, in order.",
+                response=inline_serializer(
+                    "BatchResults",
+                    {
+                        "results": serializers.ListField(
+                            child=serializers.JSONField(),
+                            help_text='One per email, in order: its summary (as the list shows it), or `{"errors": '
+                            '{"<field>": ["..."]}}`.',
+                        )
+                    },
+                ),
+            ),
+            **schema.errors(400, 401, 413, 415, 422, 429, 503),
         },
     )
     def post(self, request):
@@ -326,21 +423,25 @@ class EmailBatchCreateApi(APIView):
 
 
 class EmailListApi(APIView):
-    class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=Email.Status.choices, required=False)
-        tag = StrictCharField(required=False)
-        to = StrictCharField(required=False)
-        created_after = serializers.DateTimeField(required=False)
-        created_before = serializers.DateTimeField(required=False)
-        cursor = StrictCharField(required=False)
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
+    class FilterSerializer(RefusesUnknownFields, serializers.Serializer):
+        unknown_field_message = "Unknown query parameter."
+
+        status = AnyCaseChoiceField(choices=schema.STATUS_CHOICES, required=False, help_text="In any case.")
+        tag = StrictCharField(required=False, help_text="Emails with this tag.")
+        to = StrictCharField(required=False, help_text="Emails to this address (in to, cc or bcc), in any case.")
+        created_after = serializers.DateTimeField(required=False, help_text="ISO 8601; without a zone, UTC.")
+        created_before = serializers.DateTimeField(required=False, help_text="ISO 8601; without a zone, UTC.")
+        cursor = StrictCharField(required=False, help_text="Where a page starts: take `next`, which carries it.")
+        limit = serializers.IntegerField(
+            required=False, min_value=1, max_value=500, default=50, help_text="Emails per page."
+        )
 
     @extend_schema_serializer(component_name="EmailSummary")
     class OutputSerializer(FieldsOnce, serializers.Serializer):
-        """A summary per email: GET /emails/<id> has the bodies, attachments and events."""
+        """An email without its bodies, headers, attachments and events (`GET /api/v1/emails/{id}` has them)."""
 
         id = serializers.UUIDField()
-        status = serializers.CharField()
+        status = serializers.CharField(help_text=schema.STATUSES)
         from_email = serializers.CharField(source="from_email")
         to = serializers.ListField(child=serializers.CharField())
         cc = serializers.ListField(child=serializers.CharField())
@@ -348,13 +449,13 @@ class EmailListApi(APIView):
         subject = serializers.CharField()
         tags = serializers.ListField(child=serializers.CharField())
         metadata = serializers.DictField(child=serializers.CharField())
-        attempts = serializers.IntegerField()
-        provider = serializers.CharField()
-        provider_message_id = serializers.CharField()
-        last_error = serializers.CharField()
-        created_at = UtcDateTimeField()
-        send_at = UtcDateTimeField(allow_null=True)
-        sent_at = UtcDateTimeField(allow_null=True)
+        attempts = serializers.IntegerField(help_text=schema.ATTEMPTS)
+        provider = serializers.CharField(help_text=schema.PROVIDER)
+        provider_message_id = serializers.CharField(help_text=schema.PROVIDER_MESSAGE_ID)
+        last_error = serializers.CharField(help_text=schema.LAST_ERROR)
+        created_at = UtcDateTimeField(help_text="When it was accepted, in UTC.")
+        send_at = UtcDateTimeField(allow_null=True, help_text="Not sent before this time; null: at once.")
+        sent_at = UtcDateTimeField(allow_null=True, help_text="When a provider accepted it; null until then.")
 
         def get_fields(self):
             return _api_name(super().get_fields(), "from_email", "from")
@@ -362,13 +463,23 @@ class EmailListApi(APIView):
     @extend_schema(
         operation_id="email_list",
         summary="The key's emails, newest first",
+        description=schema.EMAIL_LIST,
         parameters=[FilterSerializer],
         responses={
-            200: inline_serializer(
-                "EmailPage",
-                {"results": OutputSerializer(many=True), "next": serializers.URLField(allow_null=True)},
+            200: OpenApiResponse(
+                description="A page of emails.",
+                response=inline_serializer(
+                    "EmailPage",
+                    {
+                        "results": OutputSerializer(many=True, help_text="Newest first."),
+                        "next": serializers.URLField(
+                            allow_null=True, help_text="The next page, with the same filters; null: this is the last."
+                        ),
+                    },
+                ),
             ),
-            **schema.ERRORS,
+            400: schema.BAD_QUERY,
+            **schema.errors(401, 429, 503),
         },
     )
     def get(self, request):
@@ -391,16 +502,23 @@ class EmailListApi(APIView):
         return Response({"results": summaries, "next": next_url})
 
 
+# /emails is one path for two operations: GET lists (EmailListApi), POST creates (EmailCreateApi). A comment,
+# not a docstring: the schema would show a view's docstring as both operations' description.
 class EmailCollectionApi(EmailListApi, EmailCreateApi):
-    """/emails is one path for two operations: GET lists (EmailListApi), POST creates (EmailCreateApi)."""
+    pass
 
 
 class EmailResendApi(APIView):
     @extend_schema(
         operation_id="email_resend",
         summary="Send an email again, as a new email",
+        description=schema.EMAIL_RESEND,
         request=None,
-        responses={202: EmailDetailApi.OutputSerializer, **schema.ERRORS, **schema.NOT_FOUND},
+        parameters=[schema.EMAIL_ID, schema.LOCATION],
+        responses={
+            202: OpenApiResponse(EmailDetailApi.OutputSerializer, description="Accepted: the new email, PENDING."),
+            **schema.errors(400, 401, 404, 429, 503),
+        },
     )
     def post(self, request, email_id):
         original = selectors.email_get(api_key=request.auth, email_id=email_id)
@@ -414,12 +532,25 @@ class EmailResendApi(APIView):
 class StatsApi(APIView):
     @extend_schema_serializer(component_name="Stats")
     class OutputSerializer(serializers.Serializer):
-        counts = serializers.DictField(child=serializers.IntegerField())
-        oldest_pending_age_seconds = serializers.FloatField()
-        sent_last_hour = serializers.IntegerField()
-        failed_last_hour = serializers.IntegerField()
+        """The key's emails at a glance."""
 
-    @extend_schema(operation_id="stats", summary="Counts by status, and how long mail waits", responses={
-                   200: OutputSerializer, **schema.ERRORS})  # fmt: skip
+        counts = serializers.DictField(
+            child=serializers.IntegerField(), help_text="Emails by status, every status (0 when none)."
+        )
+        oldest_pending_age_seconds = serializers.FloatField(
+            help_text="How long the longest-waiting due PENDING email has waited; 0 when none waits."
+        )
+        sent_last_hour = serializers.IntegerField(help_text="Emails sent in the last hour.")
+        failed_last_hour = serializers.IntegerField(help_text="Emails that became FAILED in the last hour.")
+
+    @extend_schema(
+        operation_id="stats",
+        summary="Counts by status, and how long mail waits",
+        description=schema.STATS,
+        responses={
+            200: OpenApiResponse(OutputSerializer, description="The key's figures."),
+            **schema.errors(401, 429, 503),
+        },
+    )
     def get(self, request):
         return Response(_reusable(self.OutputSerializer).to_representation(selectors.email_stats(api_key=request.auth)))

@@ -3,9 +3,10 @@ import logging
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ErrorDetail, NotAuthenticated
 from rest_framework.views import exception_handler
 
+from emails.authentication import ApiKeyAuthentication, missing_key_message
 from emails.rendering import RenderUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,13 @@ def log_unavailable(exc: BaseException) -> None:
 
 
 def api_exception_handler(exc, context):
-    """DRF's handler, plus: a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400, and a database
-    outage, or no template render process to be had, is a 503 with Retry-After, not Django's 500 page."""
-    if isinstance(exc, RequestDataTooBig):
+    """DRF's handler, plus: a request without an API key is told how to send one, a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400, and a database outage, or no template render
+    process to be had, is a 503 with Retry-After, not Django's 500 page."""
+    request = context.get("request")
+    if isinstance(exc, NotAuthenticated) and request is not None and _takes_api_keys(request):
+        exc.detail = ErrorDetail(missing_key_message(request), code=exc.default_code)
+    elif isinstance(exc, RequestDataTooBig):
         from django.conf import settings
 
         exc = PayloadTooLarge(f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
@@ -59,3 +64,8 @@ def api_exception_handler(exc, context):
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     return exception_handler(exc, context)
+
+
+def _takes_api_keys(request) -> bool:
+    """Whether the view answering `request` authenticates API keys (the dashboard's views take a session)."""
+    return any(isinstance(authenticator, ApiKeyAuthentication) for authenticator in request.authenticators)

@@ -8,14 +8,17 @@ import contextlib
 import datetime
 import mimetypes
 import re
+from collections.abc import Mapping
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import getaddresses, parseaddr
+from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail.message import ADDRESS_HEADERS, forbid_multi_line_headers, sanitize_address
-from django.core.validators import validate_email
+from django.core.validators import slug_re, validate_email
+from django.utils import timezone
 from django.utils.encoding import punycode
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
@@ -80,6 +83,55 @@ class StrictCharField(serializers.CharField):
         if SURROGATE.search(data):
             raise serializers.ValidationError("Must not contain surrogate characters.")
         return super().to_internal_value(data)
+
+
+def shown_name(name: str) -> str:
+    """A client's key as an error names it: as sent, escaped when it holds what JSON output or PostgreSQL
+    cannot carry (NUL, lone surrogates)."""
+    return name if name.isprintable() else name.encode("unicode_escape").decode()
+
+
+def unknown_field_errors(data: Mapping, known: frozenset[str], message: str = "Unknown field.") -> dict[str, list[str]]:
+    """Each key of `data` that is not in `known`, named, with `message`; empty when there is none."""
+    return {shown_name(name): [message] for name in sorted(set(data) - known)}
+
+
+class RefusesUnknownFields:
+    """For a Serializer: a key it has no field for is an error naming it (DRF drops such keys silently, so a
+    misspelt or unsupported field would be lost without a word)."""
+
+    unknown_field_message = "Unknown field."
+
+    @cached_property
+    def _field_names(self) -> frozenset[str]:
+        return frozenset(self.fields)
+
+    def to_internal_value(self, data):
+        unknown = (
+            unknown_field_errors(data, self._field_names, self.unknown_field_message)
+            if isinstance(data, Mapping)
+            else {}
+        )
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class AnyCaseChoiceField(serializers.ChoiceField):
+    """One of `choices` (upper-case strings), in any case: `sent` is SENT. Anything else is refused with the
+    list of choices."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and data.isascii() and data.upper() in self.choices:
+            return data.upper()
+        shown = data[:50] if isinstance(data, str) else data
+        raise serializers.ValidationError(f"{shown!r} is not one of {', '.join(self.choices)} (in any case).")
 
 
 class BoundedListField(serializers.ListField):
@@ -302,7 +354,8 @@ class UtcDateTimeField(serializers.DateTimeField):
 
 
 class BoundedDateTimeField(serializers.DateTimeField):
-    """An ISO 8601 time, its length checked before it is parsed."""
+    """An ISO 8601 time with its time zone (or offset), its length checked before it is parsed. A time without
+    one is refused: read in the server's zone it could be hours off what the client meant."""
 
     MAX_LENGTH = 64
 
@@ -310,6 +363,28 @@ class BoundedDateTimeField(serializers.DateTimeField):
         if isinstance(value, str) and len(value) > self.MAX_LENGTH:
             raise serializers.ValidationError(f"An ISO 8601 time has at most {self.MAX_LENGTH} characters.")
         return super().to_internal_value(value)
+
+    def enforce_timezone(self, value: datetime.datetime) -> datetime.datetime:
+        if timezone.is_naive(value):
+            raise serializers.ValidationError(
+                "Give a time zone: 2030-01-31T09:00:00Z (UTC), or an offset such as 2030-01-31T09:00:00+01:00."
+            )
+        return super().enforce_timezone(value)
+
+
+class TemplateNameField(StrictCharField):
+    """A stored template's name: a slug, as the admin stores them."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(single_line=True, max_length=100, **kwargs)
+
+    def to_internal_value(self, data):
+        name = super().to_internal_value(data)
+        if not slug_re.match(name):
+            raise serializers.ValidationError(
+                f"{name!r} is not a template name: names are slugs (letters, digits, hyphens and underscores)."
+            )
+        return name
 
 
 class ParsedJson(serializers.JSONField):
@@ -321,14 +396,31 @@ class ParsedJson(serializers.JSONField):
 
 
 CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+# What an html body can refer to as cid:<content_id> and a Content-ID header carry as <content_id>, unquoted
+# and unescaped: no spaces, brackets, quotes, nor the characters a URL gives a meaning (% # ? /).
+CONTENT_ID = re.compile(r"[A-Za-z0-9._@+=~-]+")
+MAX_CONTENT_ID_LENGTH = 128
 
 
-class AttachmentSerializer(serializers.Serializer):
-    """{filename, content (base64), content_type}: decoded once here to validate it, stored as given."""
+class AttachmentSerializer(RefusesUnknownFields, serializers.Serializer):
+    """A file: attached, or shown inside the html when it has a `content_id`."""
 
-    filename = StrictCharField(single_line=True, max_length=255)
-    content = StrictCharField(trim_whitespace=False)
-    content_type = StrictCharField(single_line=True, max_length=255, required=False)
+    filename = StrictCharField(single_line=True, max_length=255, help_text="A file name, without a path.")
+    content = StrictCharField(trim_whitespace=False, help_text="The file, base64-encoded.")
+    content_type = StrictCharField(
+        single_line=True,
+        max_length=255,
+        required=False,
+        help_text="A MIME type such as `application/pdf`; guessed from the file name when left out.",
+    )
+    content_id = StrictCharField(
+        single_line=True,
+        max_length=MAX_CONTENT_ID_LENGTH,
+        required=False,
+        help_text="Makes the file an inline part, shown where the html refers to it as `cid:<content_id>` "
+        '(`<img src="cid:logo.png">`). Up to 128 letters, digits and `. _ @ + = ~ -`, without `cid:` or `<>`; '
+        "each one once per email.",
+    )
 
     def validate_filename(self, value: str) -> str:
         if "/" in value or "\\" in value:
@@ -340,6 +432,14 @@ class AttachmentSerializer(serializers.Serializer):
             base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise serializers.ValidationError("Must be base64.") from None
+        return value
+
+    def validate_content_id(self, value: str) -> str:
+        if not CONTENT_ID.fullmatch(value):
+            raise serializers.ValidationError(
+                f"{value!r} is not a content id: letters, digits and . _ @ + = ~ - only (the html refers to it "
+                "as cid:<content_id>; give it without 'cid:' or <>)."
+            )
         return value
 
     def validate_content_type(self, value: str) -> str:

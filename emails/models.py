@@ -29,6 +29,11 @@ class ApiKey(models.Model):
         help_text="Domains (example.com) and addresses (ops@other.org) this key may send from, as the From, "
         "Sender and envelope sender; empty: any address.",
     )
+    test = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="A test key: its emails go through the whole pipeline but are never handed to a provider.",
+    )
 
     # DRF treats the authenticated key as the request's user.
     is_authenticated = True
@@ -89,6 +94,9 @@ class Email(models.Model):
     # [{filename, content_type, content (base64)}]: kept with the row, so every retry sends the same bytes.
     attachments = models.JSONField(default=list, blank=True)
     template = models.CharField(max_length=100, blank=True, help_text="The template it was rendered from.")
+    # Never handed to a provider: sending records it SENT by the built-in `test` provider (a test key's
+    # emails, generate_emails' rows), whatever MAIL_PROVIDERS says.
+    test = models.BooleanField(default=False, db_default=False)
 
     attempts = models.PositiveIntegerField(default=0)
     # Claims whose worker was lost before recording an outcome (killed, out of memory, crashed): an email

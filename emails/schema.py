@@ -1,32 +1,159 @@
-"""OpenAPI descriptions shared by the APIs: the errors they answer with, and examples."""
+"""The API's reference text in its OpenAPI schema (/api/schema/, /api/docs/): what each operation does, the
+statuses, the errors each answers with, and examples. Written for the API's clients."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
-DETAIL = OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "..."}`')
-FIELD_ERRORS = OpenApiResponse(
-    OpenApiTypes.OBJECT, description='Each bad field with its messages: `{"to": ["..."], "subject": ["..."]}`.'
-)
-ERRORS = {
-    400: FIELD_ERRORS,
-    401: OpenApiResponse(OpenApiTypes.OBJECT, description="No key, or not a valid one."),
-    429: OpenApiResponse(OpenApiTypes.OBJECT, description="Over the key's rate; see `Retry-After`."),
-}
-WRITE_ERRORS = {
-    **ERRORS,
-    413: OpenApiResponse(OpenApiTypes.OBJECT, description="Over 10 MB per email (or the request's size limit)."),
-    415: OpenApiResponse(OpenApiTypes.OBJECT, description="The body is not JSON."),
-    422: OpenApiResponse(OpenApiTypes.OBJECT, description="This Idempotency-Key came with a different request."),
-}
-NOT_FOUND = {404: OpenApiResponse(OpenApiTypes.OBJECT, description="No such email, or another key's.")}
+from emails.models import Email
 
+STATUS_MEANINGS = {
+    Email.Status.PENDING: "accepted; waiting for its `send_at`, for a worker, or for its next attempt after a "
+    "temporary failure",
+    Email.Status.PROCESSING: "a worker is sending it",
+    Email.Status.SENT: "a provider accepted it",
+    Email.Status.FAILED: "not sent, for good: a provider refused it, its attempts ran out, every recipient is "
+    "suppressed, or an operator cancelled it (see `last_error`)",
+}
+# Each status and what it means, in the order an email goes through them (a KeyError here: a new status
+# needs its meaning).
+STATUS_CHOICES = [(status, STATUS_MEANINGS[status]) for status in Email.Status.values]
+STATUSES = "PENDING, then PROCESSING, then SENT or FAILED (a temporary failure makes it PENDING again). " + "; ".join(
+    f"{status}: {meaning}" for status, meaning in STATUS_CHOICES
+)
+ATTEMPTS = "Tries so far; after the last allowed one (5 unless configured) a temporary failure is final: FAILED."
+PROVIDER = "The provider of the latest try; empty until one was tried."
+PROVIDER_MESSAGE_ID = "The id the provider gave the message, once SENT."
+LAST_ERROR = 'Why the latest try failed (or "suppressed", "cancelled"); empty once SENT.'
+EVENT_TYPES = (
+    "sent, retry (a temporary failure), possibly_sent (the connection dropped after the message went: it may "
+    "arrive twice), failed, recovered (its worker was lost; queued again), suppressed (recipients left out), "
+    "cancelled; then what the provider reports: delivered, bounced, deferred, complained, rejected, opened, "
+    "clicked, unsubscribed, other."
+)
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+ERROR_RESPONSES = {
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='Each bad field with its messages: `{"to": ["..."], "subject": ["..."]}`; fields it does not '
+        'know are named too (`{"colour": ["Unknown field."]}`), inside attachments as well. Nothing was stored.',
+    ),
+    401: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='No API key, or not a valid one (unknown or revoked): `{"detail": "..."}` saying to send '
+        "`Authorization: Bearer <key>`; `WWW-Authenticate: Bearer`.",
+    ),
+    404: OpenApiResponse(
+        OpenApiTypes.OBJECT, description='`{"detail": "No such email."}`: unknown, or another API key\'s.'
+    ),
+    413: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='`{"detail": "..."}`: an email over 10 MB (text, html and decoded attachments), or a '
+        "request body over 15 MB. Nothing was stored.",
+    ),
+    415: OpenApiResponse(OpenApiTypes.OBJECT, description='`{"detail": "..."}`: the body is not `application/json`.'),
+    422: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='`{"detail": "..."}`: this Idempotency-Key came with another request. Nothing was stored.',
+    ),
+    429: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='`{"detail": "..."}`: over the API key\'s rate; `Retry-After` says in how many seconds to '
+        "try again.",
+    ),
+    503: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='`{"detail": "..."}`: the database, or template rendering, is unavailable for a moment: try '
+        "again after `Retry-After` seconds. A submit answered so stored nothing.",
+    ),
+}
+BAD_QUERY = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description='Each bad query parameter with its messages: `{"status": ["..."]}`; parameters it does not know '
+    'are named too (`{"page": ["Unknown query parameter."]}`).',
+)
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The error answers an operation may give, by status code."""
+    return {code: ERROR_RESPONSES[code] for code in codes}
+
+
+EMAIL_ID = OpenApiParameter(
+    "email_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The email's id, as submitting it answered."
+)
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
-    description="Up to 255 characters. A repeat with the same key and body gets the first response "
-    "(the same email); the same key with another body is a 422. Kept at least 24 hours, per API key.",
+    description="1 to 255 characters, chosen by you (a UUID, or your order's id). A repeat with the same key and "
+    f"body gets the first answer again, with `{REPLAYED_HEADER}: true`, and nothing is sent twice, even when the "
+    "repeats arrive at the same moment; the same key with another body is a 422. A request refused with a 4xx "
+    "does not use up its key. Keys are per API key and kept 48 hours.",
 )
+LOCATION = OpenApiParameter(
+    "Location",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[202],
+    description="The new email's URL: `/api/v1/emails/{id}`.",
+)
+IDEMPOTENT_REPLAYED = OpenApiParameter(
+    REPLAYED_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[202],
+    enum=["true"],
+    description="`true` on the answer to a repeated Idempotency-Key: the stored first answer, nothing new was "
+    "stored or sent. Absent on a first answer.",
+)
+
+EMAIL_CREATE = f"""Stores the email and queues it: answers 202 with the email as `GET /api/v1/emails/{{id}}` shows
+it, and its URL in `Location`. Follow it there, or in the list, to SENT or FAILED.
+
+**Statuses**: {STATUSES}.
+
+**Content**: `subject` and `text` and/or `html`; or a stored `template`, rendered with `context` (subject and
+text as written, html with the context escaped). Fields given in the request win over the template's. What
+was rendered is what is stored, shown and sent.
+
+**Inline images**: an attachment with a `content_id` is shown inside the html where it refers to
+`cid:<content_id>`, as in `<img src="cid:logo.png">`.
+
+**Limits**: at most 50 recipients in `to`, `cc` and `bcc` together; 10 MB per email, counting `text`, `html`
+and the decoded attachments; a request body of at most 15 MB; JSON nested at most 32 levels.
+
+**Errors**: 400 names each bad field (`{{"field": ["message"]}}`), unknown fields included at every level, and
+nothing is stored; a template that is unknown, does not render, or renders past the limits is a 400 naming
+`template`. 401 without a valid key, 413 over the size limits, 415 for a body that is not JSON, 422 for a
+reused Idempotency-Key, 429 over the key's rate (`Retry-After`), 503 (`Retry-After`) while the service cannot
+store it: try again, nothing was stored."""
+
+EMAIL_BATCH_CREATE = """Up to 500 emails in one request, each exactly as `POST /api/v1/emails` takes it, in
+`{"emails": [...]}`. Answers 202 with one result per email, in order: the accepted email's summary (as the
+list shows it), or `{"errors": {"field": ["message"]}}` for one that is refused (`{"errors": {"size": [...]}}`
+for one over 10 MB). The valid ones are stored and sent whatever the others do.
+
+A 400 refuses the whole batch only when `emails` itself is wrong (missing, empty, over 500, not a list) or the
+body has another field; templates render within one time budget for the whole batch. Errors otherwise as for
+`POST /api/v1/emails`."""
+
+EMAIL_LIST = """The API key's emails, newest first, a page at a time (`limit`, default 50, at most 500).
+`next` is the URL of the next page (null on the last): pages are cut by a cursor, so emails that arrive while
+you page never make one repeat or go missing. Filters combine. A query parameter that is not one of these is a
+400 naming it; a `status` that is not a status is a 400 listing the statuses."""
+
+EMAIL_GET = """One of the API key's emails: its content (attachments without their bytes), where it stands,
+and its events (each try's outcome, then what the provider reported). Another key's email is a 404, as an
+unknown one."""
+
+EMAIL_RESEND = """A new email with the same content as this one (attachments included), queued as if submitted
+now; its `resent_from` is this email's id. Answers 202 with the new email, its URL in `Location`. A 400 when
+the API key may no longer send it (revoked, or no longer allowed its sender)."""
+
+STATS = """Counts of the API key's emails by status, how long the longest-waiting due email has waited, and
+what was sent and failed in the last hour."""
 
 EMAIL_EXAMPLE = OpenApiExample(
     "An order confirmation",
@@ -45,4 +172,23 @@ TEMPLATE_EXAMPLE = OpenApiExample(
     "From a stored template",
     request_only=True,
     value={"from": "shop@example.com", "to": "alice@example.org", "template": "welcome", "context": {"name": "Alice"}},
+)
+INLINE_IMAGE_EXAMPLE = OpenApiExample(
+    "With an inline image",
+    request_only=True,
+    value={
+        "from": "shop@example.com",
+        "to": ["alice@example.org"],
+        "subject": "Our new logo",
+        "html": '<p><img src="cid:logo.png" alt="Shop"></p>',
+        "attachments": [
+            {
+                "filename": "logo.png",
+                "content_type": "image/png",
+                "content_id": "logo.png",
+                "content": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAA"
+                "AABJRU5ErkJggg==",
+            }
+        ],
+    },
 )

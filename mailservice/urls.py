@@ -5,7 +5,7 @@ from django.http import HttpResponse, JsonResponse
 from django.template import loader
 from django.urls import include, path
 from django.views import defaults
-from django.views.generic import RedirectView
+from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.views import APIView
 
@@ -14,6 +14,7 @@ from emails.exceptions import DATABASE_ERRORS, RETRY_AFTER_SECONDS, DatabaseUnav
 from emails.webhooks import tracking_webhook_routes
 
 urlpatterns = [
+    path("", TemplateView.as_view(template_name="landing.html"), name="landing"),
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
     path("dashboard", RedirectView.as_view(url="/dashboard/")),

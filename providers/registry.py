@@ -31,6 +31,9 @@ BACKENDS = {
 }
 
 KNOWN_KEYS = {"name", "backend", "options", "rate_limit", "burst", "priority", "weight"}
+# The built-in provider of test emails (emails/services/sending.py): it records them SENT and sends nothing.
+# Reserved, so that what it "sent" is never mistaken for a real provider's sends.
+TEST_PROVIDER = "test"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ def parse_provider(entry: object, index: int) -> ProviderConfig:
     label = repr(name) if isinstance(name, str) and name else f"#{index + 1}"
     if not isinstance(name, str) or not name:
         raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: 'name' is required")
+    if name == TEST_PROVIDER:
+        raise ImproperlyConfigured(
+            f"MAIL_PROVIDERS: provider {label}: the name is reserved for test emails, which no provider sends"
+        )
     unknown = set(entry) - KNOWN_KEYS
     if unknown:
         raise ImproperlyConfigured(f"MAIL_PROVIDERS: provider {label}: unknown keys {sorted(unknown)}")

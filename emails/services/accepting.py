@@ -76,9 +76,13 @@ def _templates_for(api_key: ApiKey | None, names: set[str]) -> dict[str, Templat
 
 
 def template_errors(*, subject: str, text: str, html: str) -> dict[str, str]:
-    """Each part of a template that does not compile, with why: checked when a template is saved, so a
-    typo is not first seen as a 400 by the client that sends with it."""
+    """Each part of a template that does not compile, or the bodies when it has neither text nor html (an
+    email from it would be refused, as one without a body), with why: checked when a template is saved, so
+    the mistake is not first seen as a 400 by the client that sends with it."""
     errors = {}
+    if not (text or "").strip() and not (html or "").strip():
+        message = "Give text, html or both: a template with neither renders no body, and the API refuses to send it."
+        errors["text"] = errors["html"] = message
     for part, source in (("subject", subject), ("text", text), ("html", html)):
         engine = rendering.HTML_ENGINE if part == "html" else rendering.TEXT_ENGINE
         try:
@@ -152,6 +156,7 @@ def _new_row(
         **fields,
         "id": uuid.uuid4(),
         "api_key_id": api_key.id if api_key else None,
+        "test": bool(api_key and api_key.test),  # a test key's emails never reach a provider
         "resent_from_id": resent_from.id if resent_from else None,
         "recipients": _bare_addresses(to, cc, bcc),
         "template": name,
@@ -284,9 +289,10 @@ def email_resend(*, email: Email) -> Email:
 
 def idempotent(
     *, api_key: ApiKey, key: str, request_hash: str, produce: Callable[[], tuple[int, Any]]
-) -> tuple[int, Any]:
-    """Runs `produce` once per (api_key, key) and stores its (status, body); a repeat gets the stored
-    response, a different request with the same key IdempotencyKeyReused.
+) -> tuple[int, Any, bool]:
+    """Runs `produce` once per (api_key, key) and stores its (status, body); returns (status, body, replayed):
+    a repeat gets the stored response with replayed True, a different request with the same key
+    IdempotencyKeyReused.
 
     The key row is inserted first, in the same transaction as what `produce` writes: a concurrent
     duplicate blocks on the unique index until the first commits, then reads its response."""
@@ -303,10 +309,10 @@ def idempotent(
             stored = IdempotencyKey.objects.get(api_key=api_key, key=key)
             if stored.request_hash != request_hash:
                 raise IdempotencyKeyReused()
-            return stored.status_code, stored.response
+            return stored.status_code, stored.response, True
         status, body = produce()
         IdempotencyKey.objects.filter(id=row[0]).update(status_code=status, response=body)
-    return status, body
+    return status, body, False
 
 
 def emails_retry_now(*, ids: list[UUID]) -> int:

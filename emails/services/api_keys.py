@@ -24,10 +24,17 @@ def api_key_create(*, name: str, senders: Iterable[str] = ()) -> tuple[ApiKey, s
     name or a sender that is not valid, before anything is stored."""
     if not name or len(name) > ApiKey._meta.get_field("name").max_length:
         raise ValidationError("A name of 1 to 100 characters.")
-    allowed = api_key_senders(senders)
+    api_key = ApiKey(name=name, senders=api_key_senders(senders))
+    return api_key, api_key_issue(api_key)
+
+
+def api_key_issue(api_key: ApiKey) -> str:
+    """Gives a new ApiKey (validated, not saved yet) its key and saves it with the key's hash; returns the key
+    itself, which is not stored and cannot be shown again."""
     key = ApiKey.generate()
-    api_key = ApiKey.objects.create(name=name, key_hash=ApiKey.hash(key), prefix=key[:10], senders=allowed)
-    return api_key, key
+    api_key.key_hash, api_key.prefix = ApiKey.hash(key), key[:10]
+    api_key.save(force_insert=True)
+    return key
 
 
 def api_key_senders(values: Iterable[str]) -> list[str]:

@@ -1,12 +1,15 @@
 """The operator's admin: find emails, see why they failed, resend and retry."""
 
+import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from emails import admin as admin_module
 from emails.admin import CappedCountPaginator
@@ -249,3 +252,67 @@ def test_a_user_who_may_change_api_keys_revokes_one(client, alice):
     assert "Revoked 1 key(s)." in response.content.decode()
     assert ApiKey.objects.get(id=alice.api_key.id).revoked_at is not None
     assert alice.get("/api/v1/emails").status_code == 401
+
+
+def test_a_template_with_neither_text_nor_html_is_refused_when_saved(operator):
+    response = operator.post("/admin/emails/template/add/", {"name": "empty", "subject": "Hi", "text": " ", "html": ""})
+
+    assert response.status_code == 200
+    assert "a template with neither renders no body" in response.content.decode()
+    assert not Template.objects.exists()
+
+
+def test_the_template_form_says_names_are_slugs(operator):
+    page = operator.get("/admin/emails/template/add/").content.decode()
+    response = operator.post("/admin/emails/template/add/", {"name": "Order shipped", "subject": "Hi", "text": "x"})
+
+    assert "a slug, made of letters, digits, hyphens and underscores" in page
+    assert response.status_code == 200 and "slug" in str(response.context["adminform"].form.errors["name"])
+    assert not Template.objects.exists()
+
+
+def _add_api_key(client, **fields):
+    return client.post("/admin/emails/apikey/add/", {"name": "billing", "senders": "", **fields})
+
+
+def test_an_operator_makes_an_api_key_in_the_admin_and_sees_it_once(operator):
+    response = _add_api_key(operator, senders="shop.example.com\nops@example.org")
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    [key] = re.findall(r'value="(ms_[^"]+)"', response.content.decode())
+    stored = ApiKey.objects.get(name="billing")
+    assert (stored.key_hash, stored.prefix) == (ApiKey.hash(key), key[:10])
+    assert stored.senders == ["shop.example.com", "ops@example.org"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert client.get("/api/v1/emails").status_code == 200
+    # Nowhere else: not on the key's page, nor in a message kept for the next page, nor in the admin's log.
+    assert key not in operator.get(f"/admin/emails/apikey/{stored.id}/change/").content.decode()
+    assert key not in operator.get("/admin/emails/apikey/").content.decode()
+    assert not any(key in str(value) for entry in LogEntry.objects.values() for value in entry.values())
+
+
+def test_a_key_made_in_the_admin_checks_its_senders(operator):
+    response = _add_api_key(operator, senders="not a domain")
+
+    assert response.status_code == 200
+    assert "is not a domain such as example.com" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+def test_a_user_who_may_not_add_api_keys_cannot_make_one(client):
+    keeper = _staff_who_may(client, "view_apikey", "change_apikey")
+
+    assert "/admin/emails/apikey/add/" not in keeper.get("/admin/emails/apikey/").content.decode()
+    assert _add_api_key(keeper).status_code == 403
+    assert not ApiKey.objects.exists()
+
+
+def test_a_user_who_may_add_api_keys_makes_one(client):
+    keeper = _staff_who_may(client, "view_apikey", "add_apikey")
+
+    response = _add_api_key(keeper)
+
+    assert response.status_code == 200
+    assert ApiKey.objects.filter(name="billing").exists()

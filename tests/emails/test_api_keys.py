@@ -86,3 +86,39 @@ def test_a_key_revoked_while_in_use_stops_working_within_seconds(alice):
 
     with time_machine.travel(timezone.now() + timedelta(seconds=KNOWN_KEY_SECONDS + 1)):
         assert alice.get("/api/v1/emails").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("authorization", "says"),
+    [
+        (None, "No API key: send it as `Authorization: Bearer <key>`."),
+        ("Basic dXNlcjpwdw==", "The Authorization header uses the 'Basic' scheme: send the API key as "
+                               "`Authorization: Bearer <key>`."),
+        ("Token ms_secret", "The Authorization header uses the 'Token' scheme: send the API key as "
+                            "`Authorization: Bearer <key>`."),
+        ("ms_secret", "The Authorization header has no scheme: send the API key as `Authorization: Bearer <key>`."),
+        ("ms_secret ms_secret", "The Authorization header uses another scheme: send the API key as "
+                                "`Authorization: Bearer <key>`."),
+    ],
+    ids=["no header", "basic", "token", "a bare key", "a key for a scheme"],
+)  # fmt: skip
+def test_a_401_says_which_scheme_to_use(db, authorization, says):
+    client = APIClient()
+    if authorization:
+        client.credentials(HTTP_AUTHORIZATION=authorization)
+
+    response = client.get("/api/v1/emails")
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": says}  # the scheme's name at most: never what was sent as a key
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_a_401_for_a_wrong_key_says_it_is_unknown_or_revoked(db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer ms_wrong")
+
+    response = client.post("/api/v1/emails", email_payload(), format="json")
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid API key: unknown, or revoked."}

@@ -27,8 +27,8 @@ def test_two_attachments_arrive_byte_for_byte(alice, sending_to_sink):
     response = alice.post("/api/v1/emails", email_payload(attachments=attachments), format="json")
     assert response.status_code == 202
     assert response.json()["attachments"] == [
-        {"filename": "invoice.pdf", "content_type": "application/pdf", "size": len(PDF)},
-        {"filename": "logo.png", "content_type": "image/png", "size": len(PNG)},
+        {"filename": "invoice.pdf", "content_type": "application/pdf", "content_id": None, "size": len(PDF)},
+        {"filename": "logo.png", "content_type": "image/png", "content_id": None, "size": len(PNG)},
     ]
 
     email_send(response.json()["id"])

@@ -9,7 +9,7 @@ from django.core.mail.message import sanitize_address
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from emails.models import Email
+from emails.models import Email, Template
 from emails.parsers import MAX_JSON_DEPTH, nested_deeper_than
 from emails.services.sending import build_message
 from providers.smtp import envelope_address, message_bytes
@@ -190,8 +190,11 @@ def test_json_opened_100000_deep_and_never_closed_is_a_400_in_json(alice):
 
 
 def test_json_of_32_levels_is_accepted_and_33_refused(alice):
+    Template.objects.create(name="plain", subject="Hi", text="Hi")  # a context needs a template
+
     def body(depth: int) -> str:  # the body is level 1, context level 2
-        return json.dumps(email_payload())[:-1] + ', "context": ' + _nested(depth - 1, "objects") + "}"
+        payload = json.dumps(email_payload(template="plain"))
+        return payload[:-1] + ', "context": ' + _nested(depth - 1, "objects") + "}"
 
     accepted, _ = _post(alice, body(MAX_JSON_DEPTH))
     refused, _ = _post(alice, body(MAX_JSON_DEPTH + 1))

@@ -93,3 +93,16 @@ def test_twenty_concurrent_duplicates_create_one_email_and_one_delivery(alice, s
     assert Email.objects.count() == 1
     wait_for(lambda: Email.objects.filter(status="SENT").exists(), timeout=60, what="SENT")
     assert len(sending_to_sink.received) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/emails", "/api/v1/emails/batch"])
+def test_an_idempotent_replay_says_so_with_idempotent_replayed(alice, path):
+    body = email_payload() if path == "/api/v1/emails" else {"emails": [email_payload()]}
+
+    first, again = (alice.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="order-77") for _ in range(2))
+
+    assert "Idempotent-Replayed" not in first
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert "Idempotent-Replayed" not in alice.post(path, body, format="json")  # no key: nothing to replay

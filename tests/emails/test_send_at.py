@@ -41,3 +41,22 @@ def test_the_sweep_publishes_an_email_as_its_time_comes(settings):
 
     assert result.upcoming == 1
     assert queued_ids() == [tomorrow]
+
+
+@pytest.mark.django_db
+def test_send_at_without_a_time_zone_is_a_400_naming_it(alice):
+    response = alice.post("/api/v1/emails", email_payload(send_at="2030-01-31T09:00:00"), format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["send_at"]
+    assert "Give a time zone" in response.json()["send_at"][0]
+    assert not Email.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("send_at", ["2030-01-31T09:00:00Z", "2030-01-31T10:00:00+01:00"])
+def test_send_at_with_a_time_zone_or_an_offset_is_taken_as_that_moment(alice, send_at):
+    response = alice.post("/api/v1/emails", email_payload(send_at=send_at), format="json")
+
+    assert response.status_code == 202
+    assert response.json()["send_at"] == "2030-01-31T09:00:00Z"

@@ -147,3 +147,22 @@ def test_an_operator_gives_a_template_its_owner_in_the_admin(admin_client, alice
     assert not_a_slug.status_code == 200
     assert not Template.objects.filter(name="a b").exists()
     assert "shared" in admin_client.get("/admin/emails/template/").content.decode()
+
+
+def test_context_without_a_template_is_a_400_naming_context(alice):
+    response = alice.post("/api/v1/emails", email_payload(context={"name": "Ada"}), format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"context": ["Only with a template: give `template` too."]}
+    assert not Email.objects.exists()
+
+
+def test_a_template_name_that_is_not_a_slug_is_a_400_saying_names_are_slugs(alice):
+    response = _from_template(alice, template="Welcome email", context={})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "template": [
+            "'Welcome email' is not a template name: names are slugs (letters, digits, hyphens and underscores)."
+        ]
+    }

@@ -1,4 +1,7 @@
-"""Fills the database with a realistic mix of emails, to try the admin and the dashboard at scale."""
+"""Fills the database with a realistic mix of emails, to try the admin and the dashboard at scale.
+
+Every generated email and key is a test one: sending records it SENT by the built-in `test` provider and hands
+it to no provider, whatever MAIL_PROVIDERS says now or later."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import io
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -15,13 +19,13 @@ from django.db import connection
 from django.utils import timezone
 
 from emails.models import ApiKey, Email, EmailEvent
-from providers.registry import BACKENDS, parse_providers
+from providers.registry import TEST_PROVIDER, parse_providers
 
 Status = Email.Status
 Type = EmailEvent.Type
 CHUNK = 20_000
 DAYS = 30
-# Reserved example domains (RFC 2606): a generated row that a worker ever picks up reaches nobody.
+# Reserved example domains (RFC 2606): should a generated row ever leave, it would reach nobody.
 DOMAINS = ["example.com", "example.org", "example.net"]
 SENDERS = ["Shop <orders@shop.example.com>", "Accounts <no-reply@accounts.example.com>",
            "News <news@news.example.com>"]  # fmt: skip
@@ -39,42 +43,41 @@ EMAIL_COLUMNS = [
     "id", "api_key_id", "status", "from_email", "to", "cc", "bcc", "reply_to", "recipients", "subject", "text",
     "html", "headers", "tags", "metadata", "attachments", "template", "attempts", "send_at", "next_attempt_at",
     "lease_until", "provider", "provider_message_id", "last_error", "resent_from_id", "created_at", "updated_at",
-    "sent_at",
+    "sent_at", "test",
 ]  # fmt: skip
 EVENT_COLUMNS = ["email_id", "type", "at", "provider", "detail"]
 NULL = r"\N"
-# Providers that deliver nowhere: generated emails that workers pick up cost nothing there.
-LOCAL_BACKENDS = {BACKENDS["file"], BACKENDS["console"], BACKENDS["locmem"]}
+KEY_NAMES = ("generated-shop", "generated-accounts", "generated-news")
+# A real key's prefix is its first 10 characters: this one names generate_emails' keys alone (migration 0009).
+KEY_PREFIX = "ms_gen"
 
 
 class Command(BaseCommand):
     help = (
         "Inserts N generated emails (with their events) over the last 30 days: mostly SENT, some FAILED, "
-        "a few PENDING and PROCESSING. Nothing is queued now, but running workers and beat send the PENDING "
-        "ones as they come due and recover the PROCESSING ones when their lease passes: recipients are at "
-        "example domains, so use it with local providers (file, console, locmem), or say --yes."
+        "a few PENDING and PROCESSING, for three test API keys. Nothing is queued now; workers and beat take "
+        "up the PENDING ones as they come due and the PROCESSING ones when their lease passes, and record them "
+        f"SENT by the `{TEST_PROVIDER}` provider: a generated email is never handed to a provider."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("count", type=int, help="how many emails")
         parser.add_argument("--providers", help="comma-separated provider names (default: MAIL_PROVIDERS' names)")
         parser.add_argument("--seed", type=int, default=None, help="for a repeatable mix")
-        parser.add_argument("--yes", action="store_true", help="generate even with a real provider configured")
 
-    def handle(self, *args, count: int, providers: str | None, seed: int | None, yes: bool, **options):
+    def handle(self, *args, count: int, providers: str | None, seed: int | None, **options):
         if count < 1:
             raise CommandError("count must be at least 1")
-        real = [p.name for p in parse_providers(settings.MAIL_PROVIDERS) if p.backend not in LOCAL_BACKENDS]
-        if real and not yes:
-            raise CommandError(
-                f"MAIL_PROVIDERS has real providers ({', '.join(real)}): workers would send the generated "
-                "PENDING and PROCESSING emails through them to example.* addresses. Say --yes to go on."
-            )
         names = providers.split(",") if providers else [p.name for p in parse_providers(settings.MAIL_PROVIDERS)]
+        api_keys = _test_api_keys()
+        self.stdout.write(
+            f"generating {count} test emails for the test API keys {', '.join(k.name for k in api_keys)}: "
+            f"never handed to a provider (sending records them SENT by `{TEST_PROVIDER}`)"
+        )
         generator = EmailGenerator(
             now=timezone.now(),
             providers=names,
-            api_key_ids=_api_key_ids(),
+            api_key_ids=[k.id for k in api_keys],
             rng=random.Random(seed),  # noqa: S311 - sample data, not secrets
         )
         started = time.monotonic()
@@ -97,7 +100,9 @@ class Command(BaseCommand):
             self.stdout.write("analyzing")
             # Fresh statistics for the planner, and a visibility map for index-only scans.
             cursor.execute(f"VACUUM (ANALYZE) {Email._meta.db_table}, {EmailEvent._meta.db_table}")
-        self.stdout.write(f"inserted {count} emails in {time.monotonic() - started:.0f}s")
+        self.stdout.write(f"inserted {count} emails in {time.monotonic() - started:.0f}s:")
+        for api_key in api_keys:
+            self.stdout.write(f"  {generator.per_key[api_key.id]} for API key {api_key.name} (id {api_key.id}, test)")
 
 
 def _copy_sql(table: str, columns: list[str]) -> str:
@@ -105,16 +110,18 @@ def _copy_sql(table: str, columns: list[str]) -> str:
     return f"COPY {table} ({quoted}) FROM STDIN"
 
 
-def _api_key_ids() -> list[int]:
-    """A few keys for the generated emails to belong to (their secret is discarded: nobody uses them)."""
-    ids = []
-    for name in ("generated-shop", "generated-accounts", "generated-news"):
-        key = ApiKey.generate()
-        api_key, _ = ApiKey.objects.get_or_create(
-            name=name, defaults={"key_hash": ApiKey.hash(key), "prefix": "ms_gen"}
-        )
-        ids.append(api_key.id)
-    return ids
+def _test_api_keys() -> list[ApiKey]:
+    """The test keys the generated emails belong to, made on the first run (their secret is discarded: nobody
+    uses them)."""
+    return [
+        ApiKey.objects.update_or_create(
+            name=name,
+            prefix=KEY_PREFIX,
+            defaults={"test": True},
+            create_defaults={"key_hash": ApiKey.hash(ApiKey.generate()), "test": True},
+        )[0]
+        for name in KEY_NAMES
+    ]
 
 
 def _text(value: str) -> str:
@@ -137,6 +144,7 @@ class EmailGenerator:
         # The first provider carries most of the traffic, as a primary does.
         self.weights = [8] + [2] * (len(providers) - 1)
         self.api_key_ids = api_key_ids
+        self.per_key: Counter[int] = Counter()  # emails generated for each key
         self.rng = rng
         self.serial = 0
 
@@ -159,7 +167,7 @@ class EmailGenerator:
         for _ in range(count):
             self.serial += 1
             n = self.serial
-            email_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+            email_id = uuid.uuid4()  # fresh on every run: a repeated --seed adds its mix again
             created = self._created_at()
             status = self._status(self.now - created)
             provider = rng.choices(self.providers, self.weights)[0]
@@ -204,13 +212,15 @@ class EmailGenerator:
             if status in (Status.PENDING, Status.PROCESSING):
                 provider = provider if attempts else ""
                 updated = min(self.now, updated)
+            api_key_id = rng.choice(self.api_key_ids)
+            self.per_key[api_key_id] += 1
             values = [
-                str(email_id), str(rng.choice(self.api_key_ids)), status, _text(rng.choice(SENDERS)),
+                str(email_id), str(api_key_id), status, _text(rng.choice(SENDERS)),
                 _array([address]), _array(cc), "{}", "{}", _array(sorted([address, *cc])),
                 _text(subject.format(n=n)), _text(text.format(n=n)), _text(html.format(n=n)), "{}", _array([tag]),
                 _text(f'{{"customer": "{n % 100_000}"}}'), "[]", "", str(attempts), _time(send_at), _time(next_attempt),
                 _time(lease), provider, _text(message_id), _text(last_error), NULL, _time(created), _time(updated),
-                _time(sent_at),
+                _time(sent_at), "t",
             ]  # fmt: skip
             yield (
                 "\t".join(values) + "\n",
