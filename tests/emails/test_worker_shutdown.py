@@ -1,7 +1,9 @@
 """A deploy: SIGTERM to a worker finishes and records its sends in flight, hands what it claimed but had not
 started back to PENDING at once, and exits within MAIL_SHUTDOWN_GRACE; a rolling restart sends each once."""
 
+import os
 import signal
+import subprocess
 import time
 from datetime import timedelta
 
@@ -103,3 +105,29 @@ def test_a_worker_stuck_past_its_deadline_still_exits_in_time_and_logs_where_it_
     assert "worker still running at its shutdown deadline" in log
     assert 'tests/stuck_task.py", line' in log, "the pool process's stack shows where it was stuck"
     print(f"exit {took:.2f}s after SIGTERM, MAIL_SHUTDOWN_GRACE={grace}")
+
+
+def _pool_processes(worker) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(worker.popen.pid)], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_pool_process_signalled_alone_stops_alone_and_the_worker_goes_on_sending(sending_to_sink, services):
+    # billiard's hard time limit signals one child, as an operator's `kill <pid>` does.
+    sink = sending_to_sink
+    sink.set_latency(0.05)
+    first = make_emails(100)
+    worker = services.worker(concurrency=2)
+    wait_for(lambda: len(sink.received) >= 10, timeout=60, what="delivery to be under way")
+    signalled = _pool_processes(worker)[0]
+    os.kill(signalled, signal.SIGTERM)
+
+    wait_for(lambda: signalled not in _pool_processes(worker), timeout=30, what="the signalled child to exit")
+    later = make_emails(20)
+    wait_for(
+        lambda: Email.objects.filter(status=Email.Status.SENT).count() == 120, timeout=60, what="all SENT, later too"
+    )
+    assert not worker.exited(), "the worker runs on"
+    counts = sink.count_by_id()
+    assert set(counts) == set(first + later)
+    assert set(counts.values()) == {1}
