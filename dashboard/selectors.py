@@ -90,9 +90,10 @@ def template_names(*, limit: int = 500) -> list[str]:
 
 
 def active_api_keys(*, limit: int = 500) -> list[dict]:
-    """The keys an operator may send as from the form, with the senders each allows (empty: any)."""
+    """The keys an operator may send as from the form, with the senders each allows (empty: any) and whether
+    it is a test key (its emails never leave)."""
     keys = ApiKey.objects.filter(revoked_at__isnull=True).order_by("name", "pk")
-    return list(keys.values("id", "name", "prefix", "senders")[:limit])
+    return list(keys.values("id", "name", "prefix", "senders", "test")[:limit])
 
 
 def active_api_key(*, api_key_id: int) -> ApiKey | None:

@@ -106,7 +106,7 @@ class EmailAdmin(admin.ModelAdmin):
         ("Timeline", {"fields": ["timeline"]}),
         ("Message", {"fields": ["from_email", "to", "cc", "bcc", "reply_to", "subject", "text", "html_preview",
                                 "html", "headers"]}),
-        ("Tracking", {"fields": ["api_key", "tags", "metadata", "resent_from"]}),
+        ("Tracking", {"fields": ["api_key", "test", "tags", "metadata", "resent_from"]}),
         ("Times", {"fields": ["created_at", "send_at", "next_attempt_at", "lease_until", "sent_at", "updated_at"]}),
     ]  # fmt: skip
 
@@ -221,8 +221,19 @@ class TemplateForm(forms.ModelForm):
         return data
 
 
+class KeysNotMadeInAPopup:
+    """No "+" beside an API key field: a key is made on its own page, which shows it once, not in a popup that
+    would close on it."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "api_key" and formfield is not None:
+            formfield.widget.can_add_related = False
+        return formfield
+
+
 @admin.register(Template)
-class TemplateAdmin(admin.ModelAdmin):
+class TemplateAdmin(KeysNotMadeInAPopup, admin.ModelAdmin):
     form = TemplateForm
     list_display = ["name", "owner", "subject", "updated_at"]
     list_select_related = ["api_key"]
@@ -269,8 +280,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return api_key_senders(self.cleaned_data["senders"].replace(",", " ").split())
 
     form = Form
-    list_display = ["name", "prefix", "sender_list", "created_at", "revoked_at"]
-    readonly_fields = ["key_hash", "prefix", "created_at", "revoked_at"]
+    list_display = ["name", "prefix", "sender_list", "test", "created_at", "revoked_at"]
+    readonly_fields = ["key_hash", "prefix", "test", "created_at", "revoked_at"]
     actions = ["revoke"]
 
     @admin.display(description="senders")
@@ -312,7 +323,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(KeysNotMadeInAPopup, admin.ModelAdmin):
     """A suppression leaves the address out of one key's emails, or (no key) out of every key's."""
 
     class Form(forms.ModelForm):

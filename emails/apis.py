@@ -396,7 +396,7 @@ class EmailBatchCreateApi(APIView):
                     },
                 ),
             ),
-            **schema.errors(400, 401, 413, 415, 422, 429, 503),
+            **schema.BATCH_ERRORS,
         },
     )
     def post(self, request):
@@ -517,7 +517,7 @@ class EmailResendApi(APIView):
         parameters=[schema.EMAIL_ID, schema.LOCATION],
         responses={
             202: OpenApiResponse(EmailDetailApi.OutputSerializer, description="Accepted: the new email, PENDING."),
-            **schema.errors(400, 401, 404, 429, 503),
+            **schema.RESEND_ERRORS,
         },
     )
     def post(self, request, email_id):

@@ -91,9 +91,18 @@ def shown_name(name: str) -> str:
     return name if name.isprintable() else name.encode("unicode_escape").decode()
 
 
+UNKNOWN_NAMES_SHOWN = 20
+UNKNOWN_NAME_SHOWN_LENGTH = 100
+
+
 def unknown_field_errors(data: Mapping, known: frozenset[str], message: str = "Unknown field.") -> dict[str, list[str]]:
-    """Each key of `data` that is not in `known`, named, with `message`; empty when there is none."""
-    return {shown_name(name): [message] for name in sorted(set(data) - known)}
+    """Each key of `data` that is not in `known`, named, with `message`; empty when there is none. At most
+    UNKNOWN_NAMES_SHOWN, each cut to UNKNOWN_NAME_SHOWN_LENGTH: an error never echoes a body's worth of names."""
+    unknown = sorted(set(data) - known)
+    errors = {shown_name(name[:UNKNOWN_NAME_SHOWN_LENGTH]): [message] for name in unknown[:UNKNOWN_NAMES_SHOWN]}
+    if len(unknown) > UNKNOWN_NAMES_SHOWN:
+        errors["…"] = [f"And {len(unknown) - UNKNOWN_NAMES_SHOWN} more unknown."]
+    return errors
 
 
 class RefusesUnknownFields:

@@ -80,6 +80,29 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: ERROR_RESPONSES[code] for code in codes}
 
 
+BATCH_ERRORS = {
+    **errors(401, 415, 422, 429, 503),
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='`{"emails": ["..."]}`: `emails` is missing, empty, not a list or over 500; or the body has '
+        "another field, named. An email's own errors are not a 400: they are its result. Nothing was stored.",
+    ),
+    413: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='`{"detail": "..."}`: a request body over 15 MB. An email over 10 MB is not a 413: it is its '
+        'result (`{"errors": {"size": [...]}}`). Nothing was stored.',
+    ),
+}
+RESEND_ERRORS = {
+    **errors(401, 404, 429, 503),
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='`{"from": ["..."]}`: the API key may no longer send from this address (its sender list '
+        'changed); `{"api_key": ["..."]}`: the key was revoked in the last seconds. Nothing was stored.',
+    ),
+}
+
+
 EMAIL_ID = OpenApiParameter(
     "email_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The email's id, as submitting it answered."
 )
@@ -150,7 +173,7 @@ unknown one."""
 
 EMAIL_RESEND = """A new email with the same content as this one (attachments included), queued as if submitted
 now; its `resent_from` is this email's id. Answers 202 with the new email, its URL in `Location`. A 400 when
-the API key may no longer send it (revoked, or no longer allowed its sender)."""
+the API key may no longer send it (no longer allowed its sender; or revoked, until every web process knows)."""
 
 STATS = """Counts of the API key's emails by status, how long the longest-waiting due email has waited, and
 what was sent and failed in the last hour."""

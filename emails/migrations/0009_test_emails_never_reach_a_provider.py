@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 # Keys and emails that generate_emails made before they carried the mark: its keys are the only ones whose
 # prefix is "ms_gen" (a real key's prefix is its first 10 characters). A database without them (any but a
-# trial one) updates no row: the email index led by api_key_id finds none.
+# trial one) updates no row, and costs next to nothing: with no marked key the join ends before reading emails.
 MARK_GENERATED = """
 UPDATE emails_apikey SET test = true WHERE prefix = 'ms_gen';
 UPDATE emails_email SET test = true WHERE api_key_id IN (SELECT id FROM emails_apikey WHERE test) AND NOT test;

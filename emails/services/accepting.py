@@ -81,7 +81,7 @@ def template_errors(*, subject: str, text: str, html: str) -> dict[str, str]:
     the mistake is not first seen as a 400 by the client that sends with it."""
     errors = {}
     if not (text or "").strip() and not (html or "").strip():
-        message = "Give text, html or both: a template with neither renders no body, and the API refuses to send it."
+        message = "Give text, html or both: a template with neither renders no body of its own."
         errors["text"] = errors["html"] = message
     for part, source in (("subject", subject), ("text", text), ("html", html)):
         engine = rendering.HTML_ENGINE if part == "html" else rendering.TEXT_ENGINE
@@ -156,7 +156,8 @@ def _new_row(
         **fields,
         "id": uuid.uuid4(),
         "api_key_id": api_key.id if api_key else None,
-        "test": bool(api_key and api_key.test),  # a test key's emails never reach a provider
+        # A test key's emails, and resends of a test email, never reach a provider.
+        "test": bool(api_key and api_key.test) or bool(resent_from and resent_from.test),
         "resent_from_id": resent_from.id if resent_from else None,
         "recipients": _bare_addresses(to, cc, bcc),
         "template": name,

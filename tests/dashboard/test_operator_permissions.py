@@ -136,4 +136,5 @@ def test_the_form_offers_the_active_keys_with_their_senders(sender, shop_key, al
         (shop_key.id, "shop", ["shop.example"]),
     ]
     assert keys[0]["prefix"] == alice.api_key.prefix
-    assert set(keys[0]) == {"id", "name", "prefix", "senders"}  # never the hash
+    assert set(keys[0]) == {"id", "name", "prefix", "senders", "test"}  # never the hash
+    assert keys[0]["test"] is False

@@ -316,3 +316,10 @@ def test_a_user_who_may_add_api_keys_makes_one(client):
 
     assert response.status_code == 200
     assert ApiKey.objects.filter(name="billing").exists()
+
+
+def test_an_api_key_field_offers_no_popup_to_make_a_key_in(operator):
+    for page in ("/admin/emails/template/add/", "/admin/emails/suppression/add/"):
+        html = operator.get(page).content.decode()
+        assert 'id="id_api_key"' in html
+        assert 'id="add_id_api_key"' not in html, page

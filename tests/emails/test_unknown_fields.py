@@ -74,3 +74,13 @@ def test_a_status_filter_matches_in_any_case(alice):
     for status in ("pending", "Pending", "PENDING"):
         assert [e["id"] for e in alice.get("/api/v1/emails", {"status": status}).json()["results"]] == [email_id]
     assert alice.get("/api/v1/emails", {"status": "sent"}).json()["results"] == []
+
+
+def test_a_body_of_many_long_unknown_fields_is_named_in_a_bounded_answer(alice):
+    payload = email_payload(**{f"{n:04d}" + "x" * 5000: "" for n in range(1000)})
+    response = alice.post("/api/v1/emails", payload, format="json")
+    assert response.status_code == 400
+    errors = response.json()
+    assert len(errors) == 21 and errors["…"] == ["And 980 more unknown."]
+    assert max(map(len, errors)) == 100
+    assert len(response.content) < 5000

@@ -210,7 +210,7 @@
 
   function keyLabel(key) {
     const senders = key.senders.length ? key.senders.join(", ") : "any sender";
-    const label = key.name + " (" + key.prefix + "…): " + senders;
+    const label = key.name + " (" + key.prefix + "…" + (key.test ? ", test: nothing is sent" : "") + "): " + senders;
     return label.length > 100 ? label.slice(0, 99) + "…" : label;
   }
 
