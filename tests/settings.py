@@ -5,8 +5,11 @@ import os
 # A key for test processes only: the real settings refuse to start without one, and the gunicorn and celery
 # processes the tests start inherit it from this environment.
 os.environ.setdefault("SECRET_KEY", "test-only-" + "k" * 50)
-# A Redis database of its own, so a test run never touches a running service's queue.
+# A Redis database of its own, so a test run never touches a running service's queue. Both named here, so that the
+# servers `make run` may be running for this checkout (var/embedded.json) are never the tests'; `make test` names
+# embedded ones of its own where the machine runs none.
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailservice")
 # Tests that send name their provider (a real SMTP sink); the rest must never reach one.
 os.environ.setdefault("MAIL_PROVIDERS", '[{"name": "memory", "backend": "locmem"}]')
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,28 +18,8 @@ import requests
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 
-from tests.processes import BIN, ROOT
+from tests.processes import BIN, ROOT, fresh_clone
 from tests.sink import free_port
-
-CODE = ["mailservice", "emails", "providers", "dashboard", "templates"]
-FILES = ["manage.py", "gunicorn.conf.py", "Makefile", "Procfile", "pyproject.toml"]
-
-
-def copy_checkout(destination: Path) -> Path:
-    """A fresh clone of this checkout's code at `destination` (no var/), using this checkout's virtualenv through
-    a .venv of its own whose stamp says it is installed, so that `make run` there installs nothing."""
-    for name in CODE:
-        shutil.copytree(ROOT / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in FILES:
-        shutil.copy2(ROOT / name, destination / name)
-    venv = destination / ".venv"
-    venv.mkdir()
-    for entry in (ROOT / ".venv").iterdir():
-        if entry.name != ".installed":
-            (venv / entry.name).symlink_to(entry)
-    (venv / ".installed").touch()
-    os.utime(destination / "pyproject.toml", (0, 0))  # older than the stamp
-    return destination
 
 
 def production_env(checkout: Path, **overrides: str) -> dict[str, str]:
@@ -56,23 +35,23 @@ def run(args: list[str], checkout: Path, env: dict[str, str]) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def fresh_clone(tmp_path_factory) -> Path:
-    return copy_checkout(tmp_path_factory.mktemp("clone"))
+def clone(tmp_path_factory) -> Path:
+    return fresh_clone(tmp_path_factory.mktemp("clone"))
 
 
-def test_check_deploy_passes_with_the_documented_production_variables(fresh_clone):
+def test_check_deploy_passes_with_the_documented_production_variables(clone):
     env = production_env(
-        fresh_clone, SECRET_KEY=secrets.token_urlsafe(50), MAIL_BEHIND_TLS_PROXY="1", ALLOWED_HOSTS="mail.example.com"
+        clone, SECRET_KEY=secrets.token_urlsafe(50), MAIL_BEHIND_TLS_PROXY="1", ALLOWED_HOSTS="mail.example.com"
     )
-    result = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], fresh_clone, env)
+    result = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], clone, env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
-def test_check_deploy_fails_on_plain_http_settings(fresh_clone):
+def test_check_deploy_fails_on_plain_http_settings(clone):
     """The test above passes because of MAIL_BEHIND_TLS_PROXY, not because the check is silenced."""
-    env = production_env(fresh_clone, SECRET_KEY=secrets.token_urlsafe(50))
-    result = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], fresh_clone, env)
+    env = production_env(clone, SECRET_KEY=secrets.token_urlsafe(50))
+    result = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], clone, env)
     assert result.returncode != 0
     for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert warning in result.stderr
@@ -86,36 +65,36 @@ def _refuses_naming_secret_key(result: subprocess.CompletedProcess, checkout: Pa
     assert str(checkout / "var" / "secret_key") in output  # the copy's settings, not this checkout's
 
 
-def test_manage_py_refuses_to_start_without_a_secret_key(fresh_clone):
-    result = run([sys.executable, "manage.py", "check"], fresh_clone, production_env(fresh_clone))
-    _refuses_naming_secret_key(result, fresh_clone)
+def test_manage_py_refuses_to_start_without_a_secret_key(clone):
+    result = run([sys.executable, "manage.py", "check"], clone, production_env(clone))
+    _refuses_naming_secret_key(result, clone)
 
 
-def test_a_celery_worker_refuses_to_start_without_a_secret_key(fresh_clone):
+def test_a_celery_worker_refuses_to_start_without_a_secret_key(clone):
     args = [str(BIN / "celery"), "-A", "mailservice", "worker", "--concurrency", "1", "--without-gossip",
             "--without-mingle"]  # fmt: skip
-    _refuses_naming_secret_key(run(args, fresh_clone, production_env(fresh_clone)), fresh_clone)
+    _refuses_naming_secret_key(run(args, clone, production_env(clone)), clone)
 
 
-def test_celery_beat_refuses_to_start_without_a_secret_key(fresh_clone, tmp_path):
+def test_celery_beat_refuses_to_start_without_a_secret_key(clone, tmp_path):
     args = [str(BIN / "celery"), "-A", "mailservice", "beat", "--schedule", str(tmp_path / "schedule")]
-    _refuses_naming_secret_key(run(args, fresh_clone, production_env(fresh_clone)), fresh_clone)
+    _refuses_naming_secret_key(run(args, clone, production_env(clone)), clone)
 
 
-def test_gunicorn_refuses_to_start_without_a_secret_key(fresh_clone):
+def test_gunicorn_refuses_to_start_without_a_secret_key(clone):
     args = [str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{free_port()}", "--workers", "1"]
-    _refuses_naming_secret_key(run(args, fresh_clone, production_env(fresh_clone)), fresh_clone)
+    _refuses_naming_secret_key(run(args, clone, production_env(clone)), clone)
 
 
-def test_a_secret_key_file_that_cannot_be_read_refuses_naming_it(fresh_clone, tmp_path):
-    env = production_env(fresh_clone, SECRET_KEY_FILE=str(tmp_path / "missing"))
-    result = run([sys.executable, "manage.py", "check"], fresh_clone, env)
+def test_a_secret_key_file_that_cannot_be_read_refuses_naming_it(clone, tmp_path):
+    env = production_env(clone, SECRET_KEY_FILE=str(tmp_path / "missing"))
+    result = run([sys.executable, "manage.py", "check"], clone, env)
     assert result.returncode != 0
     assert "ImproperlyConfigured: SECRET_KEY_FILE names a file that cannot be read" in result.stderr
 
 
-def test_debug_runs_without_a_secret_key(fresh_clone):
-    result = run([sys.executable, "manage.py", "check"], fresh_clone, production_env(fresh_clone, DEBUG="1"))
+def test_debug_runs_without_a_secret_key(clone):
+    result = run([sys.executable, "manage.py", "check"], clone, production_env(clone, DEBUG="1"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -14,9 +14,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from mailservice.settings import secret_key
-from tests.processes import Process, wait_for
+from tests.processes import Process, fresh_clone, wait_for
 from tests.sink import free_port
-from tests.test_deploy_check import copy_checkout, production_env
+from tests.test_deploy_check import production_env
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def make_run_until_every_process_starts(clone, env: dict[str, str], port: int, l
 def test_make_run_on_a_fresh_clone_makes_a_key_once_and_every_process_starts_with_it(tmp_path):
     """A fresh clone has no key and no SECRET_KEY in its environment: `make run` makes one (mode 600), the web,
     worker and beat it starts all load the settings with it, and a second `make run` keeps the same key."""
-    clone = copy_checkout(tmp_path / "clone")
+    clone = fresh_clone(tmp_path / "clone")
     db = connection.settings_dict
     port = free_port()
     env = production_env(
