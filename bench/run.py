@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -42,6 +43,8 @@ os.environ.update(
     PROMETHEUS_MULTIPROC_DIR=str(SCRATCH / "prometheus"),
     MAIL_PROVIDERS='[{"name": "sink", "backend": "locmem"}]',
 )
+# The settings refuse to start without a key (DEBUG is off, as in production): one for this run's processes only.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 (SCRATCH / "prometheus").mkdir()
 
 children: list[subprocess.Popen] = []
