@@ -9,7 +9,7 @@ worker_class = "gthread"
 workers = int(os.environ.get("WEB_WORKERS", os.cpu_count() or 1))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 # No child_exit hook calling prometheus_client's mark_process_dead: it removes only live gauges' files, and
-# there are none (mailservice/metrics.py); a dead worker's counts stay in the totals, as they should.
+# there are none (infra/metrics.py); a dead worker's counts stay in the totals, as they should.
 
 
 def post_worker_init(worker):
@@ -26,7 +26,7 @@ def post_worker_init(worker):
     from django.urls import get_resolver
 
     from emails import rendering
-    from mailservice.database import bound_every_query
+    from infra.database import bound_every_query
 
     bound_every_query()
     rendering.start(worker.cfg.threads)

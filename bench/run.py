@@ -217,7 +217,7 @@ def setup_databases() -> None:
 def reset_mailservice(providers: list[dict]) -> None:
     from django.db import connection
 
-    from mailservice.redis import get_redis
+    from infra.redis import get_redis
 
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE emails_emailevent, emails_email, emails_idempotencykey CASCADE")

@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from mailservice.celery import app
-from mailservice.redis import get_redis
+from celery import current_app
+
+from infra.redis import get_redis
 
 SEND_TASK = "emails.tasks.send_emails"
 # Ids per task: a batch of 500 is 10 publishes (each ~0.5-1.5 ms of Celery's CPU), still spread over every worker.
@@ -37,7 +38,9 @@ def publish(email_ids: Iterable[object], *, countdown: float = 0, per_task: int 
     eta_countdown = countdown + COUNTDOWN_MARGIN if countdown else None
     for start in range(0, len(ids), per_task):
         try:
-            app.send_task(SEND_TASK, args=[ids[start : start + per_task]], countdown=eta_countdown)
+            # The project's Celery app (mailservice/celery.py, loaded with the settings), named without
+            # importing the top from an app.
+            current_app.send_task(SEND_TASK, args=[ids[start : start + per_task]], countdown=eta_countdown)
         except Exception as exc:
             # Broker down: the rows are stored, and the sweep publishes them once it is back.
             log.warning(

@@ -2,7 +2,7 @@ from celery import shared_task
 from celery.signals import worker_process_shutdown
 
 from emails import services
-from mailservice.worker_shutdown import shutdown_deadline
+from infra.worker_shutdown import shutdown_deadline
 from providers.selection import close_all
 
 

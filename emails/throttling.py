@@ -6,7 +6,7 @@ import redis
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
-from mailservice.redis import get_redis
+from infra.redis import get_redis
 
 log = logging.getLogger(__name__)
 

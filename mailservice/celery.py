@@ -31,7 +31,7 @@ app.steps["worker"].add(CheckProviders)
 @signals.beat_init.connect
 def bound_queries(**kwargs) -> None:
     """A frozen database fails a task's query in seconds instead of holding its process forever."""
-    from mailservice.database import bound_every_query
+    from infra.database import bound_every_query
 
     bound_every_query()
 

@@ -217,7 +217,7 @@ DATABASES["default"]["OPTIONS"] = {
     "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged
     **DATABASES["default"].get("OPTIONS", {}),
 }
-# Web and Celery processes only (mailservice.database.bound_every_query): the longest PostgreSQL may stay
+# Web and Celery processes only (infra.database.bound_every_query): the longest PostgreSQL may stay
 # silent during one wait, and each statement's timeout. Two tries (the health check, then the reconnect)
 # keep a request under 5 s when the server is frozen.
 MAIL_DATABASE_TIMEOUT = env_number("MAIL_DATABASE_TIMEOUT", 2, minimum=0.1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from mailservice.redis import get_redis
+from infra.redis import get_redis
 
 # KEYS: the breaker's hash, the probe's lock. ARGV[1]: how long a probe may take (ms).
 # Returns {allowed (0/1), consecutive failures, is probe (0/1)}.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.mail.message import EmailMessage
 
-from mailservice.metrics import SEND_SECONDS
+from infra.metrics import SEND_SECONDS
 from providers import circuit, ratelimit
 from providers.errors import ProviderError
 from providers.selection import STALE, providers_in_order

@@ -12,7 +12,7 @@ import logging
 
 import redis
 
-from mailservice.redis import get_redis
+from infra.redis import get_redis
 
 log = logging.getLogger(__name__)
 

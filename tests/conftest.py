@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from emails.models import Email
 from emails.services import api_key_create, email_create
-from mailservice.redis import get_redis
+from infra.redis import get_redis
 from tests.processes import ROOT, PostgresServer, Process, start_beat, start_web, start_worker
 from tests.sink import SmtpSink
 

@@ -23,7 +23,7 @@ from psycopg2.extensions import get_wait_callback, set_wait_callback
 
 from emails.models import Email
 from emails.services import api_key_create
-from mailservice.database import bound_every_query, wait_for_answer
+from infra.database import bound_every_query, wait_for_answer
 from tests.conftest import email_payload, make_emails
 from tests.processes import wait_for
 from tests.sink import free_port
@@ -266,7 +266,7 @@ def unbound():
     """Undoes bound_every_query() in this process after the test."""
     yield
     set_wait_callback(None)
-    connection_created.disconnect(dispatch_uid="mailservice.database.statement_timeout")
+    connection_created.disconnect(dispatch_uid="infra.database.statement_timeout")
 
 
 @pytest.mark.django_db

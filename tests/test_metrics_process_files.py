@@ -5,7 +5,7 @@ import os
 import socket
 from pathlib import Path
 
-from mailservice import metrics
+from infra import metrics
 
 
 def test_this_process_writes_its_counters_to_files_named_by_host_and_process_id():

@@ -23,7 +23,7 @@ from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
 from emails.fields import attachment_size, bare_address, canonical_mailbox
 from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Template
 from emails.services.api_keys import api_key_may_send_as
-from mailservice import metrics
+from infra import metrics
 
 Status = Email.Status
 

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from emails.models import Email, EmailEvent
-from mailservice import metrics
+from infra import metrics
 
 log = logging.getLogger(__name__)
 

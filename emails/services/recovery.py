@@ -13,7 +13,7 @@ from django.db.models import F
 
 from emails import queue
 from emails.models import Email, EmailEvent, IdempotencyKey
-from mailservice import metrics
+from infra import metrics
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from django.db import InterfaceError, OperationalError, connection
 from emails import queue
 from emails.fields import canonical_mailbox
 from emails.models import Email, EmailEvent, Suppression
-from mailservice import metrics
+from infra import metrics
 from providers import failover
 from providers.errors import ProviderError
 from providers.inline import MessageWithInlineParts

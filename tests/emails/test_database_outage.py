@@ -101,9 +101,9 @@ def test_a_10s_database_outage_loses_nothing_and_sends_nothing_twice(fault, own_
 
 
 def _possible_duplicates() -> float:
-    from mailservice import metrics
+    from infra import metrics
 
-    text = metrics.render().decode()
+    text = metrics.render().decode()  # the counters of every process
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("mailservice_possible_duplicates_total{"))  # fmt: skip
 

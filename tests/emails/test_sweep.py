@@ -10,7 +10,7 @@ from django.utils import timezone
 from emails.models import Email
 from emails.queue import QUEUE, SEND_TASK
 from emails.services import emails_sweep_stranded
-from mailservice.redis import get_redis
+from infra.redis import get_redis
 from tests.conftest import email_payload
 
 pytestmark = pytest.mark.django_db

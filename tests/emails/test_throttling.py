@@ -15,7 +15,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(alice, bob, settings):
 
 
 def test_the_throttle_lets_requests_through_when_redis_is_down(alice, settings):
-    from mailservice.redis import get_redis
+    from infra.redis import get_redis
 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     get_redis.cache_clear()

@@ -30,7 +30,7 @@ def bound_every_query() -> None:
     on the server. Call it once per process, before its first query."""
     timeout = settings.MAIL_DATABASE_TIMEOUT
     set_wait_callback(functools.partial(wait_for_answer, timeout=timeout))
-    connection_created.connect(_set_statement_timeout, dispatch_uid="mailservice.database.statement_timeout")
+    connection_created.connect(_set_statement_timeout, dispatch_uid="infra.database.statement_timeout")
 
 
 # A connect waits for a handful of short answers (TCP, TLS, authentication), never for a query's work: a

@@ -15,7 +15,6 @@ import os
 import socket
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess, values
-from prometheus_client.core import GaugeMetricFamily
 
 _HOST = socket.gethostname().replace("_", "-")  # "_" separates the parts of prometheus_client's file names
 
@@ -47,37 +46,10 @@ SEND_SECONDS = Histogram(
 )
 
 
-class QueueCollector:
-    """Emails by status, queue depth and the oldest due email's wait, read when scraped."""
-
-    def collect(self):
-        from django.utils import timezone
-
-        from emails.models import Email
-        from emails.queue import queue_depth
-        from emails.selectors import counts_by_status_at_scale, oldest_due_age_seconds
-
-        # Above 200,000 emails, SENT and FAILED are the planner's estimates (an exact count of millions
-        # of rows on every scrape takes ~250 ms); their _total counters stay exact.
-        counts, _ = counts_by_status_at_scale()
-        by_status = GaugeMetricFamily("mailservice_emails", "Emails by status", labels=["status"])
-        for status, count in counts.items():
-            by_status.add_metric([status], count)
-        yield by_status
-        yield GaugeMetricFamily(
-            "mailservice_oldest_pending_age_seconds",
-            "How long the longest-waiting due email has waited",
-            value=oldest_due_age_seconds(Email.objects.all(), timezone.now()),
-        )
-        try:
-            depth = queue_depth()
-        except Exception:
-            depth = float("nan")  # Redis down: say so rather than fail the scrape
-        yield GaugeMetricFamily("mailservice_queue_depth", "Messages waiting in the broker", value=depth)
-
-
-def render() -> bytes:
+def render(*collectors) -> bytes:
+    """Every process's counters (the multiprocess directory), and what `collectors` read when scraped."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(QueueCollector())
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry)
