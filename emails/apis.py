@@ -1,3 +1,4 @@
+import datetime
 import functools
 import hashlib
 import json
@@ -5,7 +6,15 @@ from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
+from django.core.validators import RegexValidator
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.fields import SkipField, get_error_detail
@@ -15,6 +24,7 @@ from rest_framework.views import APIView
 
 from emails import schema, selectors
 from emails.fields import (
+    MAX_ADDRESS_LENGTH,
     AddressField,
     AddressListField,
     AnyCaseChoiceField,
@@ -32,6 +42,11 @@ from emails.fields import (
     unknown_field_errors,
 )
 from emails.services import email_create, email_create_batch, email_resend, idempotent
+
+MAX_TAG_LENGTH = 100
+# A list cursor as the server writes it (selectors.encode_cursor): URL-safe base64 of the last row's time and id.
+CURSOR = r"^[A-Za-z0-9_-]+={0,2}$"
+MAX_CURSOR_LENGTH = 128
 
 
 def _api_name(fields: dict, python_name: str, api_name: str) -> dict:
@@ -106,8 +121,10 @@ def _idempotently(request, produce) -> Response:
     if key is None:
         status_code, body = produce()
     else:
-        if not key or len(key) > 255:
-            raise ValidationError({"Idempotency-Key": ["Between 1 and 255 characters."]})
+        if not key or len(key) > schema.MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise ValidationError(
+                {"Idempotency-Key": [f"Between 1 and {schema.MAX_IDEMPOTENCY_KEY_LENGTH} characters."]}
+            )
         canonical = json.dumps([request.path, request.data], sort_keys=True, separators=(",", ":"))
         request_hash = hashlib.sha256(canonical.encode()).hexdigest()
         status_code, body, replayed = idempotent(
@@ -201,7 +218,7 @@ class EmailDetailApi(APIView):
 
 class EmailCreateApi(APIView):
     @extend_schema_serializer(component_name="EmailCreate")
-    class InputSerializer(FieldsOnce, serializers.Serializer):
+    class InputSerializer(FieldsOnce, RefusesUnknownFields, serializers.Serializer):
         """An email to send: `from`, `to`, and `subject` with `text` and/or `html`, or a `template` that gives
         them. Any other field is a 400 naming it."""
 
@@ -260,7 +277,7 @@ class EmailCreateApi(APIView):
             help_text="The template's variables (only with `template`); escaped in html, not in subject and text.",
         )
         tags = BoundedListField(
-            child=StrictCharField(single_line=True, max_length=100), required=False, max_length=20,
+            child=StrictCharField(single_line=True, max_length=MAX_TAG_LENGTH), required=False, max_length=20,
             help_text="At most 20, each one line of at most 100 characters; the list filters on one with `?tag=`.",
         )  # fmt: skip
         metadata = MetadataField(
@@ -360,27 +377,36 @@ def email_create_fields(data) -> dict:
     return _validated(EmailCreateApi.InputSerializer, data)
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 500,
+        # Any item is taken: one that is not a valid EmailCreate is refused in its own result, not with a 400.
+        "items": {"anyOf": [{"$ref": "#/components/schemas/EmailCreateRequest"}, {}]},
+    }
+)
+class BatchEmailsField(BoundedListField):
+    def __init__(self, **kwargs) -> None:
+        # A null item too: it is refused in its own result, as any other item that is not an email.
+        super().__init__(child=ParsedJson(allow_null=True), min_length=1, max_length=500, **kwargs)
+
+
 class EmailBatchCreateApi(APIView):
+    @extend_schema_serializer(component_name="EmailBatchCreate")
     class InputSerializer(RefusesUnknownFields, serializers.Serializer):
-        emails = BoundedListField(child=ParsedJson(), min_length=1, max_length=500)
+        """Up to 500 emails in one request. Any other field is a 400 naming it."""
+
+        emails = BatchEmailsField(
+            help_text="1 to 500 emails, each as `POST /api/v1/emails` takes it; one it would refuse is refused in "
+            'its result (`{"errors": ...}`), not with a 400.'
+        )
 
     @extend_schema(
         operation_id="email_batch_create",
         summary="Submit up to 500 emails",
         description=schema.EMAIL_BATCH_CREATE,
-        # Documented as a list of EmailCreate bodies; each is validated on its own, so one bad item
-        # does not refuse the others.
-        request=inline_serializer(
-            "EmailBatchCreate",
-            {
-                "emails": EmailCreateApi.InputSerializer(
-                    many=True,
-                    min_length=1,
-                    max_length=500,
-                    help_text="1 to 500 emails, each as `POST /api/v1/emails` takes it.",
-                )
-            },
-        ),
+        request=InputSerializer,
         parameters=[schema.IDEMPOTENCY_KEY, schema.IDEMPOTENT_REPLAYED],
         responses={
             202: OpenApiResponse(
@@ -422,16 +448,48 @@ class EmailBatchCreateApi(APIView):
         return _idempotently(request, produce)
 
 
+class FilterTimeField(serializers.DateTimeField):
+    """A time to filter by. One that is valid ISO 8601 but out of range in UTC (year 1 east of UTC, year 9999
+    west of it) is the first or the last time there is: no email is before or after it."""
+
+    def enforce_timezone(self, value: datetime.datetime) -> datetime.datetime:
+        if timezone.is_aware(value) and value.year in (1, 9999):
+            try:
+                return value.astimezone(datetime.UTC)
+            except OverflowError:
+                return (
+                    datetime.datetime.min.replace(tzinfo=datetime.UTC)
+                    if value.year == 1
+                    else (datetime.datetime.max.replace(tzinfo=datetime.UTC))
+                )
+        return super().enforce_timezone(value)
+
+
 class EmailListApi(APIView):
     class FilterSerializer(RefusesUnknownFields, serializers.Serializer):
         unknown_field_message = "Unknown query parameter."
 
         status = AnyCaseChoiceField(choices=schema.STATUS_CHOICES, required=False, help_text="In any case.")
-        tag = StrictCharField(required=False, help_text="Emails with this tag.")
-        to = StrictCharField(required=False, help_text="Emails to this address (in to, cc or bcc), in any case.")
-        created_after = serializers.DateTimeField(required=False, help_text="ISO 8601; without a zone, UTC.")
-        created_before = serializers.DateTimeField(required=False, help_text="ISO 8601; without a zone, UTC.")
-        cursor = StrictCharField(required=False, help_text="Where a page starts: take `next`, which carries it.")
+        tag = StrictCharField(
+            required=False,
+            max_length=MAX_TAG_LENGTH,
+            help_text="Emails with this tag; at most 100 characters, as a tag.",
+        )
+        to = StrictCharField(
+            required=False,
+            max_length=MAX_ADDRESS_LENGTH,
+            help_text="Emails to this address (in to, cc or bcc), in any case; at most 400 characters.",
+        )
+        created_after = FilterTimeField(required=False, help_text="ISO 8601; without a zone, UTC.")
+        created_before = FilterTimeField(required=False, help_text="ISO 8601; without a zone, UTC.")
+        cursor = StrictCharField(
+            required=False,
+            single_line=True,
+            max_length=MAX_CURSOR_LENGTH,
+            validators=[RegexValidator(CURSOR, "Invalid cursor: send the one a `next` URL carries, as it is.")],
+            help_text="Where a page starts: opaque, and written by the server. Send only the value a `next` URL "
+            "carries (follow `next`, which has it); any other is a 400.",
+        )
         limit = serializers.IntegerField(
             required=False, min_value=1, max_value=500, default=50, help_text="Emails per page."
         )
@@ -483,7 +541,9 @@ class EmailListApi(APIView):
         },
     )
     def get(self, request):
-        params = dict(_validated(self.FilterSerializer, request.query_params))
+        # A plain dict: DRF reads an empty value in a QueryDict as an absent one, so `?tag=` would list every
+        # email and `?cursor=` start again at the first page. A parameter given is validated as given.
+        params = dict(_validated(self.FilterSerializer, request.query_params.dict()))
         cursor, limit = params.pop("cursor", None), params.pop("limit")
         emails = selectors.email_list(api_key=request.auth, **params)
         if cursor:

@@ -20,6 +20,7 @@ from django.core.mail.message import ADDRESS_HEADERS, forbid_multi_line_headers,
 from django.core.validators import slug_re, validate_email
 from django.utils import timezone
 from django.utils.encoding import punycode
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -287,6 +288,9 @@ class AddressListField(BoundedListField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(
+    {"type": "object", "maxProperties": MAX_HEADERS, "additionalProperties": {"type": "string", "maxLength": 998}}
+)
 class HeadersField(serializers.DictField):
     """Extra headers: names checked (count, length, shape, who may set them) before any value is read."""
 
@@ -338,6 +342,9 @@ def _address_header(name: str, value: str) -> str:
     return value
 
 
+@extend_schema_field(
+    {"type": "object", "maxProperties": 50, "additionalProperties": {"type": "string", "maxLength": 1000}}
+)
 class MetadataField(serializers.DictField):
     def __init__(self, **kwargs) -> None:
         super().__init__(child=StrictCharField(max_length=1000, allow_blank=True), **kwargs)
@@ -381,6 +388,7 @@ class BoundedDateTimeField(serializers.DateTimeField):
         return super().enforce_timezone(value)
 
 
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[-a-zA-Z0-9_]+$"})
 class TemplateNameField(StrictCharField):
     """A stored template's name: a slug, as the admin stores them."""
 

@@ -1,10 +1,25 @@
 """The API's reference text in its OpenAPI schema (/api/schema/, /api/docs/): what each operation does, the
 statuses, the errors each answers with, and examples. Written for the API's clients."""
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
+from emails.fields import RefusesUnknownFields
 from emails.models import Email
+
+
+class RefusesUnknownFieldsExtension(OpenApiSerializerExtension):
+    """An object that refuses a field it does not know (a 400 naming it) says so: `additionalProperties: false`.
+    The mapping call is the one drf-spectacular's documentation gives for serializer extensions."""
+
+    target_class = RefusesUnknownFields
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        mapped = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**mapped, "additionalProperties": False}
+
 
 STATUS_MEANINGS = {
     Email.Status.PENDING: "accepted; waiting for its `send_at`, for a worker, or for its next attempt after a "
@@ -106,9 +121,10 @@ RESEND_ERRORS = {
 EMAIL_ID = OpenApiParameter(
     "email_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The email's id, as submitting it answered."
 )
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    OpenApiTypes.STR,
+    {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
     OpenApiParameter.HEADER,
     description="1 to 255 characters, chosen by you (a UUID, or your order's id). A repeat with the same key and "
     f"body gets the first answer again, with `{REPLAYED_HEADER}: true`, and nothing is sent twice, even when the "
