@@ -15,7 +15,7 @@ INVALID_KEY = "Invalid API key: unknown, or revoked."
 _known_keys: dict[str, tuple[ApiKey, float]] = {}
 
 
-def _valid_api_key(key: str) -> ApiKey | None:
+def valid_api_key(key: str) -> ApiKey | None:
     key_hash = ApiKey.hash(key)
     known = _known_keys.get(key_hash)
     now = time.time()
@@ -46,7 +46,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             key = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed(INVALID_KEY) from None
-        api_key = _valid_api_key(key)
+        api_key = valid_api_key(key)
         if api_key is None:
             raise exceptions.AuthenticationFailed(INVALID_KEY)
         return api_key, api_key

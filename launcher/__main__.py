@@ -356,6 +356,7 @@ def _print_ready(base_url: str, *, embedded_data: list[str]) -> None:
         f"  API docs   {base_url}/api/docs/",
         f"  dashboard  {base_url}/dashboard/",
         f"  admin      {base_url}/admin/",
+        f"  SMTP       {os.environ.get('MAIL_SMTP_LISTEN', '127.0.0.1:2587')} (AUTH: any user, an API key as password)",
     ]
     if embedded_data:
         lines.append(f"  data       {', '.join(embedded_data)}, kept between runs")

@@ -286,6 +286,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAIL_MAX_REQUEST_BYTES
 # The longest a request's template rendering may take (a render process that overruns is killed): past it,
 # a 400 naming `template`.
 MAIL_TEMPLATE_RENDER_SECONDS = env_number("MAIL_TEMPLATE_RENDER_SECONDS", 1, minimum=0.01)
+# The SMTP submission door (manage.py smtpd). Without a certificate and its key (PEM files) it offers no
+# STARTTLS, and so listens only on a loopback address: API keys never cross a network in clear.
+MAIL_SMTP_LISTEN = env_str("MAIL_SMTP_LISTEN", "127.0.0.1:2587")
+MAIL_SMTP_TLS_CERT = env_str("MAIL_SMTP_TLS_CERT", "")
+MAIL_SMTP_TLS_KEY = env_str("MAIL_SMTP_TLS_KEY", "")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "mailservice API",

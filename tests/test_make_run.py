@@ -117,7 +117,7 @@ def test_make_run_on_a_fresh_laptop_sends_keeps_its_data_and_stops_cleanly(clone
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     env = newcomer_env(MAIL_EMBEDDED_SERVICES="1", BIND=f"127.0.0.1:{port}", WEB_WORKERS="1", WEB_THREADS="2",
-                       WORKER_CONCURRENCY="1")  # fmt: skip
+                       WORKER_CONCURRENCY="1", MAIL_SMTP_LISTEN=f"127.0.0.1:{free_port()}")  # fmt: skip
 
     first = MakeRun(clone, env)
     try:

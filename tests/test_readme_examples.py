@@ -41,11 +41,12 @@ from tests.processes import ROOT, wait_for
 DOCUMENTS = ["README.md", "docs/api.md"]
 DOCUMENTED_URL = "http://127.0.0.1:8000"
 RUN, NOT_RUN_INFO = "sh", "sh norun"
-OTHER_INFO = {"json", "text"}
+# Shown, not run: answers, tables, and settings a client puts in its own project (python).
+OTHER_INFO = {"json", "text", "python"}
 
 # (document, the block's first line): why it does not run here.
 NOT_RUN = {
-    ("README.md", "make run    # the API, a worker and beat; PostgreSQL and Redis too when none answer"): (
+    ("README.md", "make run    # API, worker, beat and SMTP; PostgreSQL and Redis too when none answer"): (
         "runs the whole service in the foreground until stopped"
     ),
     ("README.md", """echo "SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" >> .env"""): (
@@ -375,7 +376,7 @@ def test_every_block_of_the_documents_runs_or_says_why_not():
                 assert steps(block), f"{document}:{block.line}: a sh block without a command"
             elif block.info not in OTHER_INFO:
                 unnamed.append(f"{document}:{block.line} ```{block.info}")
-    assert not unnamed, f"name each fence sh, sh norun, json or text: {unnamed}"
+    assert not unnamed, f"name each fence sh, sh norun, json, text or python: {unnamed}"
     assert not_run == set(NOT_RUN), "a sh norun block is listed in NOT_RUN, with why, and only those are"
 
 

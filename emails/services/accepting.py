@@ -26,6 +26,8 @@ from emails.services.api_keys import api_key_may_send_as
 from infra import metrics
 
 Status = Email.Status
+# The code of the error that a sender the key may not use raises (SMTP answers it 5.7.1, not 5.6.0).
+SENDER_NOT_ALLOWED = "sender_not_allowed"
 
 
 def _bare_addresses(*lists: list[str]) -> list[str]:
@@ -110,7 +112,8 @@ def _check_senders(*, api_key: ApiKey | None, fields: dict[str, Any]) -> None:
         return
     address = bare_address(fields["from_email"])
     if not api_key_may_send_as(api_key, address):
-        raise ValidationError({"from": [f"This API key may not send from {address!r}. {_senders_shown(api_key)}"]})
+        message = f"This API key may not send from {address!r}. {_senders_shown(api_key)}"
+        raise ValidationError({"from": [message]}, code=SENDER_NOT_ALLOWED)
     for name, value in (fields.get("headers") or {}).items():
         if name.lower() in SENDER_HEADERS:
             # As Django reads an address header when it builds the message; each value is at most 998 chars.
@@ -118,7 +121,7 @@ def _check_senders(*, api_key: ApiKey | None, fields: dict[str, Any]) -> None:
             if not addresses or not all(addr and api_key_may_send_as(api_key, addr) for addr in addresses):
                 # The contract names `from` for every sender the key may not use, the header ones included.
                 message = f"This API key may not send with {name}: {value!r}. {_senders_shown(api_key)}"
-                raise ValidationError({"from": [message]})
+                raise ValidationError({"from": [message]}, code=SENDER_NOT_ALLOWED)
 
 
 def _senders_shown(api_key: ApiKey) -> str:

@@ -1,0 +1,225 @@
+"""The SMTP submission door (`manage.py smtpd`): aiosmtpd speaks SMTP, this handler turns a session into
+emails. AUTH checks the password as an API key, each message is read (emails.smtp_message), validated as
+POST /api/v1/emails validates and stored by the accepting service; the outcome is mapped to a reply in
+smtp_reply() alone.
+
+Nothing here touches the database on the event loop: a lookup or an insert waits for PostgreSQL (up to
+MAIL_DATABASE_TIMEOUT), and every other session would wait with it. They run in a small thread pool, each
+call between close_old_connections() as a request is."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import re
+from base64 import b64decode
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from django.conf import settings
+from django.db import close_old_connections
+from rest_framework.exceptions import ValidationError
+
+from emails.apis import email_create_fields
+from emails.authentication import valid_api_key
+from emails.exceptions import DATABASE_ERRORS, PayloadTooLarge
+from emails.models import ApiKey
+from emails.rendering import RenderUnavailable
+from emails.services import email_create
+from emails.services.accepting import SENDER_NOT_ALLOWED
+from emails.services.api_keys import api_key_may_send_as
+from emails.smtp_message import UnparsableMessage, email_fields
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Each thread holds a database connection; a message's insert is one statement, so a few keep up with
+# many sessions.
+DATABASE_THREADS = 4
+MAX_REPLY_TEXT = 400  # a reply line stays well within RFC 5321's 512 octets
+
+INVALID_KEY = "535 5.7.8 Invalid API key: unknown, or revoked. Send an API key as the AUTH password."
+AUTH_UNAVAILABLE = "454 4.7.0 The API key cannot be checked right now; try again shortly."
+KEY_REVOKED = "550 5.7.8 This session's API key was revoked: a revoked key sends nothing."
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients: at most {limit} per message."
+UNAVAILABLE = "451 4.3.0 The service is unavailable right now; try again shortly."
+
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
+
+
+class KeyRevoked(Exception):
+    """The session's API key was revoked after it authenticated."""
+
+
+class SubmissionHandler:
+    """aiosmtpd's handler (its documented hooks: handle_RCPT, handle_DATA, auth_PLAIN, auth_LOGIN).
+
+    A session that authenticated holds its key as session.auth_data; the key is looked up again (through the
+    same short cache as the API) for each message, so a revoked key stops sending on open connections too."""
+
+    def __init__(self, *, threads: int = DATABASE_THREADS) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="smtp-db")
+        self.in_flight = 0  # messages being stored: a stop waits for them (the loop's thread only)
+
+    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, _as_a_request, function, *args)
+
+    # AUTH: the password is an API key, any user name.
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            response = await server.challenge_auth("")
+            if response is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                response = b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = response.split(b"\x00")  # authzid NUL authcid NUL passwd (RFC 4616)
+        if len(parts) != 3:
+            await server.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, parts[2])
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            user = await server.challenge_auth(SMTP.AuthLoginUsernameChallenge)
+            if user is MISSING:
+                return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, password)
+
+    async def _authenticate(self, server: SMTP, password: bytes) -> AuthResult:
+        try:
+            key = password.decode("ascii")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message=INVALID_KEY)
+        try:
+            api_key = await self._off_loop(valid_api_key, key)
+        except DATABASE_ERRORS as exc:
+            log.error("SMTP AUTH: database unavailable (%s): answered 454", type(exc).__name__)
+            return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
+        if api_key is None:
+            log.info("SMTP AUTH refused from %s", _peer_host(server.session))
+            return AuthResult(success=False, handled=False, message=INVALID_KEY)
+        log.info("SMTP AUTH as key %s", api_key.pk)
+        # The key itself, not the row: each message looks it up again, and a revoked one stops sending.
+        return AuthResult(success=True, auth_data=key)
+
+    # The envelope and the message.
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= settings.MAIL_MAX_RECIPIENTS:
+            return TOO_MANY_RECIPIENTS.format(limit=settings.MAIL_MAX_RECIPIENTS)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_flight += 1
+        try:
+            email_id, key_id = await self._off_loop(
+                _store, session.auth_data, envelope.mail_from, envelope.content, envelope.rcpt_tos
+            )
+        except Exception as exc:  # every outcome becomes a reply, in smtp_reply()
+            reply = smtp_reply(exc)
+            log.info("SMTP message refused: %s (%s)", reply[:9], type(exc).__name__)
+            return reply
+        finally:
+            self.in_flight -= 1
+        log.info("email %s submitted over SMTP as key %s", email_id, key_id)
+        return f"250 2.0.0 Accepted as email {email_id}"
+
+
+def _as_a_request(function: Callable[..., T], *args: Any) -> T:
+    """Runs function in a pool thread as Django runs a request: connections past their age, or broken by an
+    error, are closed before and after."""
+    close_old_connections()
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()
+
+
+def _store(key: str, envelope_sender: str, message: bytes, envelope_recipients: list[str]) -> tuple[str, int]:
+    """(email id, API key id) of the email read from message, once its row is committed (email_create
+    inserts in a statement of its own: autocommit). Raises what smtp_reply() maps."""
+    api_key: ApiKey | None = valid_api_key(key)
+    if api_key is None:
+        raise KeyRevoked
+    # The service checks From and the Sender-like headers; the envelope's sender only this door sees (the
+    # null sender <> names nobody).
+    if envelope_sender and not api_key_may_send_as(api_key, envelope_sender):
+        message = "This API key may not send with the envelope sender (MAIL FROM) it gave."
+        raise ValidationError({"from": [message]}, code=SENDER_NOT_ALLOWED)
+    fields = email_fields(message, envelope_recipients)
+    # The API's names (`from`), validated exactly as POST /api/v1/emails validates them.
+    validated = email_create_fields({"from": fields.pop("from_email"), **fields})
+    email = email_create(api_key=api_key, **validated)
+    return str(email.id), api_key.pk
+
+
+def smtp_reply(exc: BaseException) -> str:
+    """The SMTP reply for what storing a message raised: every error of the accepting service, mapped here
+    only. Field names and the service's reasons, never the message's content."""
+    if isinstance(exc, ValidationError):
+        fields = _fields_named(exc.detail)
+        code = "550 5.7.1" if _is_refused_sender(exc.detail) else "550 5.6.0"
+        return _reply(code, f"Invalid {', '.join(fields)}: {_first_message(exc.detail)}")
+    if isinstance(exc, PayloadTooLarge):
+        return _reply("552 5.3.4", str(exc.detail))
+    if isinstance(exc, UnparsableMessage):
+        return _reply("554 5.6.0", str(exc))
+    if isinstance(exc, KeyRevoked):
+        return KEY_REVOKED
+    if isinstance(exc, (*DATABASE_ERRORS, RenderUnavailable)):
+        log.error("unavailable (%s): answered 451", type(exc).__name__)
+        return UNAVAILABLE
+    # A bug of ours: the client keeps the message and retries; the type only, as a message may quote content.
+    log.error("SMTP message failed (%s): answered 451", type(exc).__name__)
+    return UNAVAILABLE
+
+
+def _fields_named(detail: Any) -> list[str]:
+    if isinstance(detail, dict):
+        return [str(name) for name in detail] or ["message"]
+    return ["message"]
+
+
+def _first_message(detail: Any) -> str:
+    """The first message in a ValidationError's detail (nested as DRF nests a list's or a dict's errors)."""
+    if isinstance(detail, dict):
+        return next((_first_message(value) for value in detail.values() if value), "")
+    if isinstance(detail, list):
+        return next((_first_message(value) for value in detail if value), "")
+    return str(detail)
+
+
+def _is_refused_sender(detail: Any) -> bool:
+    """Whether the service refused the key's sender (5.7.1, as the contract says) rather than a bad field."""
+    if not isinstance(detail, dict) or "from" not in detail:
+        return False
+    errors = detail["from"] if isinstance(detail["from"], list) else [detail["from"]]
+    return any(getattr(error, "code", None) == SENDER_NOT_ALLOWED for error in errors)
+
+
+def _reply(code: str, text: str) -> str:
+    """One reply line: printable ASCII (SMTP replies are), bounded."""
+    text = _NOT_PRINTABLE.sub("?", text).strip()
+    if len(text) > MAX_REPLY_TEXT:
+        text = text[: MAX_REPLY_TEXT - 1] + "~"
+    return f"{code} {text}"
+
+
+def _peer_host(session: Session | None) -> str:
+    peer = getattr(session, "peer", None)
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
