@@ -16,9 +16,9 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
-from rest_framework.exceptions import ValidationError
 
 from emails import services
+from emails.errors import AcceptingError
 from emails.fields import canonical_mailbox
 from emails.models import ApiKey, Email, Suppression, Template
 from emails.services.api_keys import MAX_SENDERS, SENDER_MAX_LENGTH, api_key_issue, api_key_senders
@@ -179,7 +179,7 @@ class EmailAdmin(admin.ModelAdmin):
         for email in originals:
             try:
                 services.email_resend(email=email)
-            except ValidationError:  # its key is revoked, or may no longer send from its address
+            except AcceptingError:  # its key is revoked or may no longer send from its address (or a lower limit)
                 refused.append(str(email.id))
         self.message_user(request, f"Queued {len(originals) - len(refused)} new email(s).", messages.SUCCESS)
         if refused:

@@ -23,6 +23,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from emails import schema, selectors
+from emails.errors import InvalidFields
 from emails.fields import (
     MAX_ADDRESS_LENGTH,
     AddressField,
@@ -373,8 +374,20 @@ class EmailCreateApi(APIView):
 
 def email_create_fields(data) -> dict:
     """`data` validated exactly as POST /emails validates its body (for other front doors, such as the
-    dashboard's form); raises ValidationError naming each bad field."""
-    return _validated(EmailCreateApi.InputSerializer, data)
+    dashboard's form); raises InvalidFields naming each bad field, with DRF's messages as plain strings."""
+    try:
+        return _validated(EmailCreateApi.InputSerializer, data)
+    except ValidationError as exc:
+        raise InvalidFields(_plain(exc.detail)) from None
+
+
+def _plain(detail):
+    """A ValidationError's detail with each ErrorDetail as the str it is, nested as DRF nests them."""
+    if isinstance(detail, dict):
+        return {name: _plain(value) for name, value in detail.items()}
+    if isinstance(detail, list):
+        return [_plain(value) for value in detail]
+    return str(detail)
 
 
 @extend_schema_field(
@@ -432,8 +445,8 @@ class EmailBatchCreateApi(APIView):
         for index, body in enumerate(bodies):
             try:
                 items.append(email_create_fields(body))
-            except serializers.ValidationError as exc:
-                errors[index] = exc.detail
+            except InvalidFields as exc:
+                errors[index] = exc.errors
                 items.append(None)
 
         def produce():

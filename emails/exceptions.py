@@ -3,10 +3,11 @@ import logging
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from rest_framework import status
-from rest_framework.exceptions import APIException, ErrorDetail, NotAuthenticated
+from rest_framework.exceptions import APIException, ErrorDetail, NotAuthenticated, ValidationError
 from rest_framework.views import exception_handler
 
 from emails.authentication import ApiKeyAuthentication, missing_key_message
+from emails.errors import IdempotencyConflict, InvalidFields, TooLarge
 from emails.rendering import RenderUnavailable
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class PayloadTooLarge(APIException):
 
 class IdempotencyKeyReused(APIException):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_detail = "This Idempotency-Key was used with a different request."
+    default_detail = IdempotencyConflict.message
     default_code = "idempotency_key_reused"
 
 
@@ -47,11 +48,18 @@ def log_unavailable(exc: BaseException) -> None:
 
 
 def api_exception_handler(exc, context):
-    """DRF's handler, plus: a request without an API key is told how to send one, a body over
+    """DRF's handler, plus: the accepting service's errors as the API answers them (a 400 naming each field,
+    a 413, a 422), a request without an API key is told how to send one, a body over
     DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400, and a database outage, or no template render
     process to be had, is a 503 with Retry-After, not Django's 500 page."""
     request = context.get("request")
-    if isinstance(exc, NotAuthenticated) and request is not None and _takes_api_keys(request):
+    if isinstance(exc, InvalidFields):
+        exc = ValidationError(exc.errors)
+    elif isinstance(exc, TooLarge):
+        exc = PayloadTooLarge(exc.message)
+    elif isinstance(exc, IdempotencyConflict):
+        exc = IdempotencyKeyReused()
+    elif isinstance(exc, NotAuthenticated) and request is not None and _takes_api_keys(request):
         exc.detail = ErrorDetail(missing_key_message(request), code=exc.default_code)
     elif isinstance(exc, RequestDataTooBig):
         from django.conf import settings

@@ -21,15 +21,14 @@ from typing import Any, TypeVar
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from django.conf import settings
 from django.db import close_old_connections
-from rest_framework.exceptions import ValidationError
 
 from emails.apis import email_create_fields
 from emails.authentication import valid_api_key
-from emails.exceptions import DATABASE_ERRORS, PayloadTooLarge
+from emails.errors import SENDER_NOT_ALLOWED, InvalidFields, TooLarge
+from emails.exceptions import DATABASE_ERRORS
 from emails.models import ApiKey
 from emails.rendering import RenderUnavailable
 from emails.services import email_create
-from emails.services.accepting import SENDER_NOT_ALLOWED
 from emails.services.api_keys import api_key_may_send_as
 from emails.smtp_message import UnparsableMessage, email_fields
 
@@ -160,7 +159,7 @@ def _store(key: str, envelope_sender: str, message: bytes, envelope_recipients: 
     # null sender <> names nobody).
     if envelope_sender and not api_key_may_send_as(api_key, envelope_sender):
         message = "This API key may not send with the envelope sender (MAIL FROM) it gave."
-        raise ValidationError({"from": [message]}, code=SENDER_NOT_ALLOWED)
+        raise InvalidFields({"from": [message]}, code=SENDER_NOT_ALLOWED)
     fields = email_fields(message, envelope_recipients)
     # The API's names (`from`), validated exactly as POST /api/v1/emails validates them.
     validated = email_create_fields({"from": fields.pop("from_email"), **fields})
@@ -171,12 +170,12 @@ def _store(key: str, envelope_sender: str, message: bytes, envelope_recipients: 
 def smtp_reply(exc: BaseException) -> str:
     """The SMTP reply for what storing a message raised: every error of the accepting service, mapped here
     only. Field names and the service's reasons, never the message's content."""
-    if isinstance(exc, ValidationError):
-        fields = _fields_named(exc.detail)
-        code = "550 5.7.1" if _is_refused_sender(exc.detail) else "550 5.6.0"
-        return _reply(code, f"Invalid {', '.join(fields)}: {_first_message(exc.detail)}")
-    if isinstance(exc, PayloadTooLarge):
-        return _reply("552 5.3.4", str(exc.detail))
+    if isinstance(exc, InvalidFields):
+        fields = [str(name) for name in exc.errors] or ["message"]
+        code = "550 5.7.1" if exc.code == SENDER_NOT_ALLOWED else "550 5.6.0"
+        return _reply(code, f"Invalid {', '.join(fields)}: {_first_message(exc.errors)}")
+    if isinstance(exc, TooLarge):
+        return _reply("552 5.3.4", exc.message)
     if isinstance(exc, UnparsableMessage):
         return _reply("554 5.6.0", str(exc))
     if isinstance(exc, KeyRevoked):
@@ -189,27 +188,13 @@ def smtp_reply(exc: BaseException) -> str:
     return UNAVAILABLE
 
 
-def _fields_named(detail: Any) -> list[str]:
-    if isinstance(detail, dict):
-        return [str(name) for name in detail] or ["message"]
-    return ["message"]
-
-
-def _first_message(detail: Any) -> str:
-    """The first message in a ValidationError's detail (nested as DRF nests a list's or a dict's errors)."""
-    if isinstance(detail, dict):
-        return next((_first_message(value) for value in detail.values() if value), "")
-    if isinstance(detail, list):
-        return next((_first_message(value) for value in detail if value), "")
-    return str(detail)
-
-
-def _is_refused_sender(detail: Any) -> bool:
-    """Whether the service refused the key's sender (5.7.1, as the contract says) rather than a bad field."""
-    if not isinstance(detail, dict) or "from" not in detail:
-        return False
-    errors = detail["from"] if isinstance(detail["from"], list) else [detail["from"]]
-    return any(getattr(error, "code", None) == SENDER_NOT_ALLOWED for error in errors)
+def _first_message(errors: Any) -> str:
+    """The first message in an InvalidFields' errors (nested as a list's or an object's errors nest)."""
+    if isinstance(errors, dict):
+        return next((_first_message(value) for value in errors.values() if value), "")
+    if isinstance(errors, list):
+        return next((_first_message(value) for value in errors if value), "")
+    return str(errors)
 
 
 def _reply(code: str, text: str) -> str:

@@ -1,4 +1,5 @@
-"""Accepting emails: validation done by the API, rendering, storing, publishing, idempotency."""
+"""Accepting emails: validation done by the API, rendering, storing, publishing, idempotency. Raises the
+project's own errors (emails.errors), which each door maps to its protocol."""
 
 from __future__ import annotations
 
@@ -16,18 +17,15 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.template import TemplateSyntaxError
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from emails import queue, rendering
-from emails.exceptions import IdempotencyKeyReused, PayloadTooLarge
+from emails.errors import SENDER_NOT_ALLOWED, IdempotencyConflict, InvalidFields, TooLarge
 from emails.fields import attachment_size, bare_address, canonical_mailbox
 from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Template
 from emails.services.api_keys import api_key_may_send_as
 from infra import metrics
 
 Status = Email.Status
-# The code of the error that a sender the key may not use raises (SMTP answers it 5.7.1, not 5.6.0).
-SENDER_NOT_ALLOWED = "sender_not_allowed"
 
 
 def _bare_addresses(*lists: list[str]) -> list[str]:
@@ -47,13 +45,13 @@ class _Templates:
         )
 
     def render(self, name: str, context: dict[str, Any]) -> dict[str, str]:
-        """Template `name` rendered with `context`; raises ValidationError naming `template` (or `context`)."""
+        """Template `name` rendered with `context`; raises InvalidFields naming `template` (or `context`)."""
         if name not in self.templates:
-            raise ValidationError({"template": [f"No template named {name!r}."]})
+            raise InvalidFields({"template": [f"No template named {name!r}."]})
         template = self.templates[name]
         rendered = self.session.render((template.subject, template.text, template.html), context)
         if isinstance(rendered, rendering.RenderFailure):
-            raise ValidationError({rendered.field: [f"Template {name!r} does not render: {rendered.reason}"]})
+            raise InvalidFields({rendered.field: [f"Template {name!r} does not render: {rendered.reason}"]})
         rendered["subject"] = " ".join(rendered["subject"].split())  # a subject is one line
         return rendered
 
@@ -104,16 +102,16 @@ SENDER_HEADERS = {"sender", "resent-from", "resent-sender"}
 
 
 def _check_senders(*, api_key: ApiKey | None, fields: dict[str, Any]) -> None:
-    """Raises ValidationError when the key may not send as the From address (which is also the envelope
-    sender: providers/smtp.py derives it from From, and nothing a client sends sets it) or as an address in
-    a Sender-like header. Runs on the validated, normalised fields, and costs nothing for a key without
+    """Raises InvalidFields (code SENDER_NOT_ALLOWED) when the key may not send as the From address (which is
+    also the envelope sender: providers/smtp.py derives it from From, and nothing a client sends sets it) or as
+    an address in a Sender-like header. Runs on the validated, normalised fields, and costs nothing for a key without
     senders."""
     if api_key is None or not api_key.senders:
         return
     address = bare_address(fields["from_email"])
     if not api_key_may_send_as(api_key, address):
         message = f"This API key may not send from {address!r}. {_senders_shown(api_key)}"
-        raise ValidationError({"from": [message]}, code=SENDER_NOT_ALLOWED)
+        raise InvalidFields({"from": [message]}, code=SENDER_NOT_ALLOWED)
     for name, value in (fields.get("headers") or {}).items():
         if name.lower() in SENDER_HEADERS:
             # As Django reads an address header when it builds the message; each value is at most 998 chars.
@@ -121,7 +119,7 @@ def _check_senders(*, api_key: ApiKey | None, fields: dict[str, Any]) -> None:
             if not addresses or not all(addr and api_key_may_send_as(api_key, addr) for addr in addresses):
                 # The contract names `from` for every sender the key may not use, the header ones included.
                 message = f"This API key may not send with {name}: {value!r}. {_senders_shown(api_key)}"
-                raise ValidationError({"from": [message]}, code=SENDER_NOT_ALLOWED)
+                raise InvalidFields({"from": [message]}, code=SENDER_NOT_ALLOWED)
 
 
 def _senders_shown(api_key: ApiKey) -> str:
@@ -135,7 +133,7 @@ def _new_row(
     """A new email's row (every column, by name) from validated API fields: template rendered, size checked.
     A row, not an Email: for a batch of 500, building model instances cost a fifth of the request.
 
-    Raises ValidationError (bad template or context) or PayloadTooLarge."""
+    Raises InvalidFields (bad template or context, a refused sender) or TooLarge."""
     _check_senders(api_key=api_key, fields=fields)  # first: a refused sender costs no rendering
     name, context = fields.pop("template", ""), fields.pop("context", None) or {}
     if name:
@@ -143,14 +141,14 @@ def _new_row(
         # What the request gives itself wins over the template.
         fields = {**{k: v for k, v in rendered.items() if v}, **{k: v for k, v in fields.items() if v}}
         if not fields.get("subject"):
-            raise ValidationError({"subject": [f"Template {name!r} gives no subject, and the request neither."]})
+            raise InvalidFields({"subject": [f"Template {name!r} gives no subject, and the request neither."]})
         if not fields.get("text") and not fields.get("html"):
-            raise ValidationError({"template": [f"Template {name!r} renders no text or html."]})
+            raise InvalidFields({"template": [f"Template {name!r} renders no text or html."]})
     attachments = fields.get("attachments") or []
     size = sum(len(fields.get(part, "").encode()) for part in ("text", "html")) + sum(map(attachment_size, attachments))
     if size > settings.MAIL_MAX_EMAIL_BYTES:
         limit = settings.MAIL_MAX_EMAIL_BYTES
-        raise PayloadTooLarge(f"The email is {size} bytes with its attachments; at most {limit}.")
+        raise TooLarge(f"The email is {size} bytes with its attachments; at most {limit}.")
     resent_from = fields.pop("resent_from", None)
     to, cc, bcc = fields["to"], fields.get("cc") or [], fields.get("bcc") or []
     send_at = fields.get("send_at")
@@ -174,7 +172,7 @@ def email_create(*, api_key: ApiKey | None, **fields: Any) -> Email:
     """Stores a validated email as PENDING and enqueues it once the row is committed.
 
     `fields` are the API's: from_email, to, cc, bcc, reply_to, subject, text, html, headers, tags,
-    metadata, attachments, template, context, send_at (and resent_from). Raises ValidationError."""
+    metadata, attachments, template, context, send_at (and resent_from). Raises InvalidFields or TooLarge."""
     name = fields.get("template")
     available = _templates_for(api_key, {name} if name else set())
     now = timezone.now()
@@ -212,10 +210,10 @@ def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[
             try:
                 row = _new_row(api_key=api_key, now=now, templates=templates, defaults=defaults, **item)
                 results.append({"email": row})
-            except ValidationError as exc:
-                results.append({"errors": exc.detail})
-            except PayloadTooLarge as exc:
-                results.append({"errors": {"size": [str(exc.detail)]}})
+            except InvalidFields as exc:
+                results.append({"errors": exc.errors})
+            except TooLarge as exc:
+                results.append({"errors": {"size": [exc.message]}})
     rows = [result["email"] for result in results if "email" in result]
     with transaction.atomic():
         _insert(rows)
@@ -270,9 +268,9 @@ def _publish_when_due(rows: list[dict[str, Any]], now: datetime) -> None:
 
 def email_resend(*, email: Email) -> Email:
     """A new email with the same content (attachments included), whose resent_from is `email`. Raises
-    ValidationError when its key would refuse it now: revoked, or no longer allowed its sender."""
+    InvalidFields when its key would refuse it now: revoked, or no longer allowed its sender."""
     if email.api_key is not None and email.api_key.revoked_at is not None:
-        raise ValidationError({"api_key": ["This email's API key is revoked: a revoked key sends nothing."]})
+        raise InvalidFields({"api_key": ["This email's API key is revoked: a revoked key sends nothing."]})
     return email_create(
         api_key=email.api_key,
         from_email=email.from_email,
@@ -296,7 +294,7 @@ def idempotent(
 ) -> tuple[int, Any, bool]:
     """Runs `produce` once per (api_key, key) and stores its (status, body); returns (status, body, replayed):
     a repeat gets the stored response with replayed True, a different request with the same key
-    IdempotencyKeyReused.
+    IdempotencyConflict.
 
     The key row is inserted first, in the same transaction as what `produce` writes: a concurrent
     duplicate blocks on the unique index until the first commits, then reads its response."""
@@ -312,7 +310,7 @@ def idempotent(
         if row is None:
             stored = IdempotencyKey.objects.get(api_key=api_key, key=key)
             if stored.request_hash != request_hash:
-                raise IdempotencyKeyReused()
+                raise IdempotencyConflict()
             return stored.status_code, stored.response, True
         status, body = produce()
         IdempotencyKey.objects.filter(id=row[0]).update(status_code=status, response=body)
