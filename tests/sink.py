@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -15,6 +14,8 @@ from email.message import Message
 
 from aiosmtpd.controller import Controller
 
+from launcher.embedded import free_port
+
 # The sink is test equipment: its session log (addresses included) is noise in a failure report.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
@@ -22,12 +23,6 @@ logging.getLogger("mail.log").setLevel(logging.WARNING)
 DROP = "drop"  # close the connection instead of replying
 HANG = "hang"  # never reply: the client's timeout ends the wait
 OK_THEN_DROP = "250 OK, then drop"  # reply 250, then close the connection: the client's next command gets no reply
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
