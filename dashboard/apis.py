@@ -14,8 +14,7 @@ from rest_framework.views import APIView
 
 from dashboard.selectors import active_api_key, active_api_keys, dashboard_snapshot
 from emails import selectors
-from emails.apis import email_create_fields
-from emails.services import email_create
+from emails.services import email_create, email_fields
 from emails.throttling import ApiKeyRateThrottle
 
 log = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ class DashboardEmailCreateApi(StaffApi):
         request.auth = api_key  # as a client holding this key would be: throttled by its budget
         self.check_throttles(request)
         # The API's own validation, field for field: the form is one more client of POST /api/v1/emails.
-        fields = email_create_fields({name: value for name, value in body.items() if name != "api_key"})
+        fields = email_fields({name: value for name, value in body.items() if name != "api_key"})
         email = email_create(api_key=api_key, **fields)
         log.info("email %s submitted from the dashboard by user %s as key %s", email.id, request.user.pk, api_key.pk)
         return Response(DashboardEmailProgressApi.OutputSerializer(email).data, status=status.HTTP_202_ACCEPTED)

@@ -1,11 +1,7 @@
 import datetime
-import functools
 import hashlib
 import json
-from functools import cached_property
 
-from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
 from django.utils import timezone
 from drf_spectacular.utils import (
@@ -17,101 +13,30 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.fields import SkipField, get_error_detail
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from emails import schema, selectors
+from emails.drf_speedups import FieldsOnce, reusable, validated
 from emails.errors import InvalidFields
 from emails.fields import (
     MAX_ADDRESS_LENGTH,
-    AddressField,
-    AddressListField,
+    MAX_TAG_LENGTH,
     AnyCaseChoiceField,
-    AttachmentSerializer,
-    BoundedDateTimeField,
     BoundedListField,
-    HeadersField,
-    MetadataField,
     ParsedJson,
     RefusesUnknownFields,
     StrictCharField,
-    TemplateNameField,
     UtcDateTimeField,
+    api_names,
     attachment_size,
-    unknown_field_errors,
 )
-from emails.services import email_create, email_create_batch, email_resend, idempotent
+from emails.services import email_create, email_create_batch, email_fields, email_resend, idempotent
+from emails.services.validating import EmailFields
 
-MAX_TAG_LENGTH = 100
 # A list cursor as the server writes it (selectors.encode_cursor): URL-safe base64 of the last row's time and id.
 CURSOR = r"^[A-Za-z0-9_-]+={0,2}$"
 MAX_CURSOR_LENGTH = 128
-
-
-def _api_name(fields: dict, python_name: str, api_name: str) -> dict:
-    """`from` is a Python keyword: declare the field as from_email and expose it as `from`."""
-    return {(api_name if name == python_name else name): field for name, field in fields.items()}
-
-
-@functools.cache
-def _reusable(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
-    """One instance per serializer class, used only through run_validation() and to_representation(),
-    which keep no state on it: building an instance deep-copies every declared field (~1 ms for ours)."""
-    return serializer_class()
-
-
-class FieldsOnce:
-    """For a serializer used through _reusable(): its lists of fields made once, where DRF walks its field
-    mapping again for every body or row (500 times for a batch)."""
-
-    @cached_property
-    def _readable_fields(self) -> list:
-        return [field for field in self.fields.values() if not field.write_only]
-
-    @cached_property
-    def _writable_fields(self) -> list:
-        return [field for field in self.fields.values() if not field.read_only]
-
-    @cached_property
-    def _read_plan(self) -> list[tuple[str, str | None, serializers.Field]]:
-        """Each readable field's name, the attribute (or key) it reads when its source is one plain name
-        (None for dotted sources and fields that read for themselves), and the field."""
-        plan = []
-        for field in self._readable_fields:
-            plain = len(field.source_attrs) == 1 and type(field).get_attribute is serializers.Field.get_attribute
-            plan.append((field.field_name, field.source_attrs[0] if plain else None, field))
-        return plan
-
-    def to_representation(self, instance) -> dict:
-        """DRF's Serializer.to_representation, reading a plain source directly: DRF's get_attribute also
-        tests every value for being a callable to call (inspect's checks, ~25 per email). Our instances
-        are Emails and stored rows (dicts), whose values are never callables."""
-        is_row = isinstance(instance, dict)
-        representation = {}
-        for name, source, field in self._read_plan:
-            if source is None:
-                try:
-                    value = field.get_attribute(instance)
-                except SkipField:
-                    continue
-            else:
-                value = instance[source] if is_row else getattr(instance, source)
-            representation[name] = None if value is None else field.to_representation(value)
-        return representation
-
-
-def _validated(serializer_class: type[serializers.Serializer], data) -> dict:
-    """serializer_class(data=data).is_valid(raise_exception=True).validated_data, without building one."""
-    try:
-        return _reusable(serializer_class).run_validation(data)
-    except ValidationError as exc:
-        if isinstance(exc.detail, dict):
-            raise
-        # A body of `null`: an object naming the problem, as is_valid() and every other error answer.
-        detail = ["No data provided."] if data is None else exc.detail
-        raise ValidationError({api_settings.NON_FIELD_ERRORS_KEY: detail}) from None
 
 
 def _idempotently(request, produce) -> Response:
@@ -198,7 +123,7 @@ class EmailDetailApi(APIView):
         events = EventSerializer(many=True, source="events.all", help_text="Its history, oldest first.")
 
         def get_fields(self):
-            return _api_name(super().get_fields(), "from_email", "from")
+            return api_names(super().get_fields(), from_email="from")
 
     @extend_schema(
         operation_id="email_get",
@@ -214,140 +139,11 @@ class EmailDetailApi(APIView):
         email = selectors.email_get(api_key=request.auth, email_id=email_id)
         if email is None:
             raise NotFound("No such email.")
-        return Response(_reusable(self.OutputSerializer).to_representation(email))
+        return Response(reusable(self.OutputSerializer).to_representation(email))
 
 
 class EmailCreateApi(APIView):
-    @extend_schema_serializer(component_name="EmailCreate")
-    class InputSerializer(FieldsOnce, RefusesUnknownFields, serializers.Serializer):
-        """An email to send: `from`, `to`, and `subject` with `text` and/or `html`, or a `template` that gives
-        them. Any other field is a 400 naming it."""
-
-        from_email = AddressField(
-            source="from_email",
-            help_text="`addr` or `Name <addr>`, at most 400 characters; one of the API key's senders when it has "
-            "a list. Also the envelope sender.",
-        )
-        to = AddressListField(
-            min_length=1,
-            help_text="A list of addresses (or one, as a string); `to`, `cc` and `bcc` hold at most 50 together.",
-        )
-        cc = AddressListField(required=False, help_text="Addresses, as `to`.")
-        bcc = AddressListField(required=False, help_text="Addresses, as `to`; not shown to the other recipients.")
-        reply_to = AddressListField(required=False, help_text="At most 50 addresses.")
-        subject = StrictCharField(
-            single_line=True,
-            max_length=998,
-            required=False,
-            help_text="One line, at most 998 characters. Required unless the template gives it.",
-        )
-        text = StrictCharField(
-            required=False,
-            allow_blank=True,
-            trim_whitespace=False,
-            help_text="The plain-text body. Give text, html or both, unless the template gives them.",
-        )
-        html = StrictCharField(
-            required=False,
-            allow_blank=True,
-            trim_whitespace=False,
-            help_text="The html body; it shows an inline attachment as `cid:<content_id>`.",
-        )
-        headers = HeadersField(
-            required=False,
-            help_text='Extra headers, at most 50: `{"name": "value"}`, a name of at most 100 characters, a value '
-            "of at most 998 on one line. Not those with a field of their own (From, To, Cc, Bcc, Reply-To, Subject, "
-            "Content-Type, ...), nor those only a relay, a signer, this service or a provider sets (Received, "
-            "Received-SPF, Return-Path, DKIM-Signature, DomainKey-Signature, ARC-*, Authentication-Results, "
-            "X-Mailservice-Id, X-SMTPAPI, X-MSYS-API, X-Mailgun-*, X-PM-*, X-SES-*, X-MC-*, X-MJ-*, X-Mailin-*). "
-            "Message-ID, In-Reply-To, References, Date and Sender are yours to set.",
-        )
-        attachments = BoundedListField(
-            child=AttachmentSerializer(),
-            required=False,
-            max_length=20,
-            help_text="At most 20 files; their decoded size counts towards the email's 10 MB.",
-        )
-        template = TemplateNameField(
-            required=False,
-            help_text="A stored template's name (a slug: letters, digits, `-` and `_`), rendered with `context`. "
-            "Fields given in the request win over the template's.",
-        )
-        context = serializers.DictField(
-            required=False,
-            help_text="The template's variables (only with `template`); escaped in html, not in subject and text.",
-        )
-        tags = BoundedListField(
-            child=StrictCharField(single_line=True, max_length=MAX_TAG_LENGTH), required=False, max_length=20,
-            help_text="At most 20, each one line of at most 100 characters; the list filters on one with `?tag=`.",
-        )  # fmt: skip
-        metadata = MetadataField(
-            required=False,
-            help_text="At most 50 keys (1 to 100 characters, one line) with string values of at most 1000 "
-            "characters, returned as given.",
-        )
-        send_at = BoundedDateTimeField(
-            required=False,
-            allow_null=True,
-            help_text="ISO 8601 with a time zone or offset (`2030-01-31T09:00:00Z`); the email stays PENDING "
-            "until then. Null or absent: at once.",
-        )
-
-        def get_fields(self):
-            return _api_name(super().get_fields(), "from_email", "from")
-
-        @cached_property
-        def _field_names(self) -> frozenset:
-            return frozenset(self.fields)
-
-        def to_internal_value(self, data):
-            if not isinstance(data, dict):
-                return super().to_internal_value(data)  # DRF's error for a body that is not an object
-            if not self._field_names.issuperset(data):
-                raise serializers.ValidationError(unknown_field_errors(data, self._field_names))
-            # DRF's loop, over the fields the body gives and the required ones only: for each absent
-            # optional field (a dozen in a typical email) DRF raises and catches SkipField, a third of the
-            # time it takes to validate a body. None of these fields has a default or a validate_<name>.
-            validated, errors = {}, {}
-            for field in self._writable_fields:
-                if field.field_name not in data and not field.required:
-                    continue
-                try:
-                    validated[field.source] = field.run_validation(field.get_value(data))
-                except serializers.ValidationError as exc:
-                    errors[field.field_name] = exc.detail
-                except DjangoValidationError as exc:
-                    errors[field.field_name] = get_error_detail(exc)
-            if errors:
-                raise serializers.ValidationError(errors)
-            return validated
-
-        def run_validators(self, value):
-            # DRF first gathers the defaults of read-only fields (there are none), for each body.
-            if self.validators:
-                super().run_validators(value)
-
-        def validate(self, attrs):
-            if "context" in attrs and not attrs.get("template"):
-                raise serializers.ValidationError({"context": ["Only with a template: give `template` too."]})
-            if not attrs.get("template"):  # else the template gives them (checked once rendered)
-                if not attrs.get("subject"):
-                    raise serializers.ValidationError({"subject": ["This field is required (or give a template)."]})
-                if not attrs.get("text") and not attrs.get("html"):
-                    message = "Give text, html, or both (or a template)."
-                    raise serializers.ValidationError({"text": [message], "html": [message]})
-            count = sum(len(attrs.get(f, [])) for f in ("to", "cc", "bcc"))
-            if count > settings.MAIL_MAX_RECIPIENTS:
-                raise serializers.ValidationError(
-                    {"to": [f"At most {settings.MAIL_MAX_RECIPIENTS} recipients in to, cc and bcc together ({count})."]}
-                )
-            if "attachments" in attrs:
-                content_ids = [a["content_id"] for a in attrs["attachments"] if "content_id" in a]
-                if len(set(content_ids)) < len(content_ids):
-                    twice = sorted({i for i in content_ids if content_ids.count(i) > 1})
-                    message = f"Each content_id once per email: {', '.join(map(repr, twice))} is given more than once."
-                    raise serializers.ValidationError({"attachments": [message]})
-            return attrs
+    InputSerializer = EmailFields
 
     @extend_schema(
         operation_id="email_create",
@@ -362,32 +158,14 @@ class EmailCreateApi(APIView):
         examples=[schema.EMAIL_EXAMPLE, schema.TEMPLATE_EXAMPLE, schema.INLINE_IMAGE_EXAMPLE],
     )
     def post(self, request):
-        fields = _validated(self.InputSerializer, request.data)
+        fields = validated(self.InputSerializer, request.data)
 
         def produce():
             email = email_create(api_key=request.auth, **fields)
             # The contract answers a submit with the email itself, as GET shows it.
-            return status.HTTP_202_ACCEPTED, _reusable(EmailDetailApi.OutputSerializer).to_representation(email)
+            return status.HTTP_202_ACCEPTED, reusable(EmailDetailApi.OutputSerializer).to_representation(email)
 
         return _idempotently(request, produce)
-
-
-def email_create_fields(data) -> dict:
-    """`data` validated exactly as POST /emails validates its body (for other front doors, such as the
-    dashboard's form); raises InvalidFields naming each bad field, with DRF's messages as plain strings."""
-    try:
-        return _validated(EmailCreateApi.InputSerializer, data)
-    except ValidationError as exc:
-        raise InvalidFields(_plain(exc.detail)) from None
-
-
-def _plain(detail):
-    """A ValidationError's detail with each ErrorDetail as the str it is, nested as DRF nests them."""
-    if isinstance(detail, dict):
-        return {name: _plain(value) for name, value in detail.items()}
-    if isinstance(detail, list):
-        return [_plain(value) for value in detail]
-    return str(detail)
 
 
 @extend_schema_field(
@@ -439,19 +217,19 @@ class EmailBatchCreateApi(APIView):
         },
     )
     def post(self, request):
-        bodies = _validated(self.InputSerializer, request.data)["emails"]
+        bodies = validated(self.InputSerializer, request.data)["emails"]
         # Each item is validated exactly as POST /emails validates its body.
         items, errors = [], {}
         for index, body in enumerate(bodies):
             try:
-                items.append(email_create_fields(body))
+                items.append(email_fields(body))
             except InvalidFields as exc:
                 errors[index] = exc.errors
                 items.append(None)
 
         def produce():
             outcomes = iter(email_create_batch(api_key=request.auth, items=[i for i in items if i is not None]))
-            summary = _reusable(EmailListApi.OutputSerializer).to_representation  # of a row, as of an Email
+            summary = reusable(EmailListApi.OutputSerializer).to_representation  # of a row, as of an Email
             results = []
             for index, item in enumerate(items):
                 outcome = {"errors": errors[index]} if item is None else next(outcomes)
@@ -529,7 +307,7 @@ class EmailListApi(APIView):
         sent_at = UtcDateTimeField(allow_null=True, help_text="When a provider accepted it; null until then.")
 
         def get_fields(self):
-            return _api_name(super().get_fields(), "from_email", "from")
+            return api_names(super().get_fields(), from_email="from")
 
     @extend_schema(
         operation_id="email_list",
@@ -556,7 +334,7 @@ class EmailListApi(APIView):
     def get(self, request):
         # A plain dict: DRF reads an empty value in a QueryDict as an absent one, so `?tag=` would list every
         # email and `?cursor=` start again at the first page. A parameter given is validated as given.
-        params = dict(_validated(self.FilterSerializer, request.query_params.dict()))
+        params = dict(validated(self.FilterSerializer, request.query_params.dict()))
         cursor, limit = params.pop("cursor", None), params.pop("limit")
         emails = selectors.email_list(api_key=request.auth, **params)
         if cursor:
@@ -571,7 +349,7 @@ class EmailListApi(APIView):
             query = request.query_params.copy()
             query["cursor"] = selectors.encode_cursor(page[-1])
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-        summaries = [_reusable(self.OutputSerializer).to_representation(email) for email in page]
+        summaries = [reusable(self.OutputSerializer).to_representation(email) for email in page]
         return Response({"results": summaries, "next": next_url})
 
 
@@ -598,7 +376,7 @@ class EmailResendApi(APIView):
         if original is None:
             raise NotFound("No such email.")
         email = email_resend(email=original)
-        data = _reusable(EmailDetailApi.OutputSerializer).to_representation(email)
+        data = reusable(EmailDetailApi.OutputSerializer).to_representation(email)
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/v1/emails/{email.id}"})
 
 
@@ -626,4 +404,4 @@ class StatsApi(APIView):
         },
     )
     def get(self, request):
-        return Response(_reusable(self.OutputSerializer).to_representation(selectors.email_stats(api_key=request.auth)))
+        return Response(reusable(self.OutputSerializer).to_representation(selectors.email_stats(api_key=request.auth)))

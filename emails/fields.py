@@ -43,6 +43,7 @@ TRUSTED_HEADERS = {
 TRUSTED_HEADER_PREFIXES = ("arc-", "x-mailgun-", "x-pm-", "x-ses-", "x-mc-", "x-mj-", "x-mailin-")
 
 MAX_ADDRESS_LENGTH = 400
+MAX_TAG_LENGTH = 100
 # Python's address parsers recurse once per nested '(' (a comment): deeper nesting is refused before they run.
 MAX_COMMENT_NESTING = 10
 
@@ -94,6 +95,12 @@ def shown_name(name: str) -> str:
 
 UNKNOWN_NAMES_SHOWN = 20
 UNKNOWN_NAME_SHOWN_LENGTH = 100
+
+
+def api_names(fields: dict, **renamed: str) -> dict:
+    """A serializer's fields with some exposed under another name: `from` is a Python keyword, so the field
+    is declared as from_email and exposed with api_names(fields, from_email="from")."""
+    return {renamed.get(name, name): field for name, field in fields.items()}
 
 
 def unknown_field_errors(data: Mapping, known: frozenset[str], message: str = "Unknown field.") -> dict[str, list[str]]:

@@ -22,15 +22,14 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from django.conf import settings
 from django.db import close_old_connections
 
-from emails.apis import email_create_fields
 from emails.authentication import valid_api_key
 from emails.errors import SENDER_NOT_ALLOWED, InvalidFields, TooLarge
 from emails.exceptions import DATABASE_ERRORS
 from emails.models import ApiKey
 from emails.rendering import RenderUnavailable
-from emails.services import email_create
+from emails.services import email_create, email_fields
 from emails.services.api_keys import api_key_may_send_as
-from emails.smtp_message import UnparsableMessage, email_fields
+from emails.smtp_message import UnparsableMessage, message_fields
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +159,9 @@ def _store(key: str, envelope_sender: str, message: bytes, envelope_recipients: 
     if envelope_sender and not api_key_may_send_as(api_key, envelope_sender):
         message = "This API key may not send with the envelope sender (MAIL FROM) it gave."
         raise InvalidFields({"from": [message]}, code=SENDER_NOT_ALLOWED)
-    fields = email_fields(message, envelope_recipients)
+    fields = message_fields(message, envelope_recipients)
     # The API's names (`from`), validated exactly as POST /api/v1/emails validates them.
-    validated = email_create_fields({"from": fields.pop("from_email"), **fields})
+    validated = email_fields({"from": fields.pop("from_email"), **fields})
     email = email_create(api_key=api_key, **validated)
     return str(email.id), api_key.pk
 

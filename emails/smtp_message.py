@@ -145,7 +145,7 @@ def _parentheses_nesting(value: str) -> int:
     return deepest
 
 
-def email_fields(message: bytes, envelope_recipients: list[str]) -> dict[str, Any]:
+def message_fields(message: bytes, envelope_recipients: list[str]) -> dict[str, Any]:
     """The fields of `message` as email_create() takes them: from_email, to, cc, bcc, reply_to (addresses as
     'Name <addr>' or 'addr', display names decoded), subject, text, html (decoded, "" when absent), headers
     (every other header the client wrote, decoded and unfolded; the first of a repeated one: the field is a

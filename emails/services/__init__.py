@@ -13,6 +13,7 @@ from emails.services.cancelling import emails_cancel
 from emails.services.delivery_events import email_record_delivery_event, suppression_add
 from emails.services.recovery import SweepResult, emails_sweep_stranded
 from emails.services.sending import build_message, email_send, emails_send, retry_delay
+from emails.services.validating import email_fields
 
 __all__ = [
     "SweepResult",
@@ -20,6 +21,7 @@ __all__ = [
     "build_message",
     "email_create",
     "email_create_batch",
+    "email_fields",
     "email_record_delivery_event",
     "email_resend",
     "email_send",

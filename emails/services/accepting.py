@@ -1,5 +1,5 @@
-"""Accepting emails: validation done by the API, rendering, storing, publishing, idempotency. Raises the
-project's own errors (emails.errors), which each door maps to its protocol."""
+"""Accepting emails validated by emails.services.validating: rendering, storing, publishing, idempotency.
+Raises the project's own errors (emails.errors), which each door maps to its protocol."""
 
 from __future__ import annotations
 

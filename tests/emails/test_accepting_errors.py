@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from emails.apis import email_create_fields
 from emails.errors import SENDER_NOT_ALLOWED, IdempotencyConflict, InvalidFields, TooLarge
 from emails.models import Email, Template
-from emails.services import api_key_create, email_create, idempotent
+from emails.services import api_key_create, email_create, email_fields, idempotent
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -19,6 +18,9 @@ pytestmark = pytest.mark.django_db
 FIELDS = {"from_email": "Shop <shop@example.com>", "to": ["alice@example.org"], "subject": "Hi", "text": "Hello"}
 # What a module of the service may not import: a web framework's errors, or the doors' own modules.
 FORBIDDEN_IMPORTS = ("rest_framework", "django.http", "emails.exceptions", "emails.apis")
+# Validating declares an email's fields with DRF's serializer fields, used as a validation library (the same
+# declarations document the API's schema); what it raises is InvalidFields, as the tests below show.
+USES_DRF_FOR_VALIDATION = {"validating.py"}
 
 
 def test_an_unknown_template_is_invalid_fields_naming_template():
@@ -78,12 +80,45 @@ def test_a_reused_idempotency_key_with_another_request_is_an_idempotency_conflic
     assert str(refused.value) == "This Idempotency-Key was used with a different request."
 
 
-def test_the_validator_other_doors_call_raises_invalid_fields_with_plain_messages():
+def test_the_validator_every_door_calls_raises_invalid_fields_with_plain_messages():
     with pytest.raises(InvalidFields) as refused:
-        email_create_fields({"from": "Shop <shop@example.com>", "to": [], "subject": "Hi", "text": "Hello"})
+        email_fields({"from": "Shop <shop@example.com>", "to": [], "subject": "Hi", "text": "Hello"})
 
     assert list(refused.value.errors) == ["to"]
     assert all(type(message) is str for message in refused.value.errors["to"])
+
+
+def _messages(errors) -> list:
+    """Every message in an InvalidFields' errors, however deep they nest."""
+    if isinstance(errors, dict):
+        return [message for value in errors.values() for message in _messages(value)]
+    if isinstance(errors, list):
+        return [message for value in errors for message in _messages(value)]
+    return [errors]
+
+
+BODY = {"from": "shop@example.com", "to": ["a@example.org"], "subject": "Hi"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (None, "non_field_errors"),
+        (["an", "array"], "non_field_errors"),
+        ({**BODY, "text": "x", "colour": "red"}, "colour"),
+        ({**BODY, "text": 7}, "text"),
+        ({**BODY, "text": "x", "attachments": [{"x": 1}]}, "attachments"),
+        ({**BODY, "text": "x", "headers": {"Received": "from relay"}}, "headers"),
+    ],
+    ids=["null", "array", "unknown field", "not a string", "nested in a list", "nested in a map"],
+)  # fmt: skip
+def test_any_refused_body_is_invalid_fields_naming_the_field_with_plain_strings(body, field):
+    with pytest.raises(InvalidFields) as refused:
+        email_fields(body)
+
+    assert field in refused.value.errors
+    assert _messages(refused.value.errors)
+    assert all(type(message) is str for message in _messages(refused.value.errors))
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -102,10 +137,13 @@ def _imported_modules(path: Path) -> set[str]:
     ids=lambda path: path.name,
 )
 def test_the_service_and_its_errors_import_nothing_of_a_door(path):
+    forbidden_here = [
+        name for name in FORBIDDEN_IMPORTS if not (name == "rest_framework" and path.name in USES_DRF_FOR_VALIDATION)
+    ]
     wrong = {
         module
         for module in _imported_modules(path)
-        if any(module == forbidden or module.startswith(f"{forbidden}.") for forbidden in FORBIDDEN_IMPORTS)
+        if any(module == forbidden or module.startswith(f"{forbidden}.") for forbidden in forbidden_here)
     }
 
     assert not wrong

@@ -13,10 +13,9 @@ from email.policy import SMTP
 import pytest
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from emails.apis import email_create_fields
 from emails.models import Email
-from emails.services import email_create
-from emails.smtp_message import MAX_DEPTH, MAX_LINES, MAX_PARTS, UnparsableMessage, email_fields
+from emails.services import email_create, email_fields
+from emails.smtp_message import MAX_DEPTH, MAX_LINES, MAX_PARTS, UnparsableMessage, message_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -31,14 +30,12 @@ BOUND = 0.5  # seconds
 def _received(sink) -> dict:
     """The fields of the last message the sink received, read as the SMTP door reads it."""
     received = sink.received[-1]
-    return email_fields(received.raw, received.rcpt_tos)
+    return message_fields(received.raw, received.rcpt_tos)
 
 
 def _stored(fields: dict) -> Email:
     """The fields validated as every door validates them, then stored by the accepting service."""
-    validated = email_create_fields(
-        {"from": fields["from_email"], **{k: v for k, v in fields.items() if k != "from_email"}}
-    )
+    validated = email_fields({"from": fields["from_email"], **{k: v for k, v in fields.items() if k != "from_email"}})
     email = email_create(api_key=None, **validated)
     return Email.objects.get(id=email.id)
 
@@ -168,7 +165,7 @@ def test_a_header_in_raw_utf8_is_read(sink):
     raw = message.as_bytes(policy=message.policy.clone(utf8=True))  # as an SMTPUTF8 client writes it
     assert "Jörg".encode() in raw
 
-    fields = email_fields(raw, ["ann@example.org"])
+    fields = message_fields(raw, ["ann@example.org"])
 
     assert (fields["from_email"], fields["to"], fields["subject"]) == (
         "Jörg <jorg@example.com>",
@@ -186,7 +183,7 @@ def test_envelope_recipients_that_to_or_cc_name_are_not_bcc():
     message.set_content("Hi")
     envelope = ["ann@example.org", "CARL@example.org", "dora@example.net", "Dora@Example.net"]
 
-    fields = email_fields(message.as_bytes(), envelope)
+    fields = message_fields(message.as_bytes(), envelope)
 
     assert fields["bcc"] == ["dora@example.net"]
 
@@ -204,7 +201,7 @@ def test_trace_headers_of_relays_are_dropped_quietly():
     message["In-Reply-To"] = "<order-42@example.com>"
     message.set_content("Hi")
 
-    fields = email_fields(message.as_bytes(), ["ann@example.org"])
+    fields = message_fields(message.as_bytes(), ["ann@example.org"])
 
     assert fields["headers"] == {"In-Reply-To": "<order-42@example.com>"}
     _stored(fields)
@@ -222,7 +219,7 @@ def test_an_attached_message_is_an_attachment_not_the_body():
     message.set_content("See the attached message.")
     message.add_attachment(forwarded, filename="original.eml")
 
-    fields = email_fields(message.as_bytes(), ["ann@example.org"])
+    fields = message_fields(message.as_bytes(), ["ann@example.org"])
 
     assert fields["text"] == "See the attached message.\n"
     [(filename, content, content_type, _)] = _files(fields)
@@ -279,11 +276,11 @@ UNPARSABLE = [
 @pytest.mark.parametrize(("what", "message", "why"), UNPARSABLE, ids=[case[0] for case in UNPARSABLE])
 def test_an_unreadable_message_is_refused_saying_why(what, message, why):
     with pytest.raises(UnparsableMessage, match=why):
-        email_fields(message, ["ann@example.org"])
+        message_fields(message, ["ann@example.org"])
 
 
 def test_parts_nested_as_deep_as_allowed_are_read():
-    fields = email_fields(_nested(MAX_DEPTH), ["ann@example.org"])
+    fields = message_fields(_nested(MAX_DEPTH), ["ann@example.org"])
 
     assert _files(fields) == [("part-1.png", PNG, "image/png", None)]
 
@@ -323,7 +320,7 @@ HOSTILE = [
 def test_a_hostile_message_is_refused_in_milliseconds(what, message, why):
     start = time.perf_counter()
     with pytest.raises(UnparsableMessage, match=why):
-        email_fields(message, ["ann@example.org"])
+        message_fields(message, ["ann@example.org"])
     assert time.perf_counter() - start < BOUND
 
 
@@ -335,7 +332,7 @@ def test_a_message_at_every_bound_is_read_in_well_under_a_second():
     message = b"From: shop@example.com\r\nSubject: Hi\r\n" + nesting + b"\r\n" + b"x\r\n" * lines
 
     start = time.perf_counter()
-    fields = email_fields(message, ["ann@example.org"])
+    fields = message_fields(message, ["ann@example.org"])
 
     assert time.perf_counter() - start < 2 * BOUND
     assert fields["text"].split() == ["x"] * lines
@@ -352,7 +349,7 @@ def test_a_large_message_is_read_in_well_under_a_second():
     raw = message.as_bytes()
 
     start = time.perf_counter()
-    fields = email_fields(raw, ["ann@example.org"])
+    fields = message_fields(raw, ["ann@example.org"])
 
     assert time.perf_counter() - start < 2 * BOUND
     assert base64.b64decode(fields["attachments"][0]["content"]) == attachment
