@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from emails import schema, selectors
 from emails.drf_speedups import FieldsOnce, reusable, validated
-from emails.errors import InvalidFields
+from emails.errors import InvalidFields, TooLarge
 from emails.fields import (
     MAX_ADDRESS_LENGTH,
     MAX_TAG_LENGTH,
@@ -120,6 +120,9 @@ class EmailDetailApi(APIView):
         resent_from = serializers.UUIDField(
             source="resent_from_id", allow_null=True, help_text="The email this one resends; null: none."
         )
+        message_stream = serializers.CharField(help_text="Its message stream, as submitted; empty: none.")
+        track_opens = serializers.BooleanField(allow_null=True, help_text="Open tracking asked for; null: not asked.")
+        track_clicks = serializers.BooleanField(allow_null=True, help_text="Click tracking asked for; null: not asked.")
         events = EventSerializer(many=True, source="events.all", help_text="Its history, oldest first.")
 
         def get_fields(self):
@@ -232,8 +235,16 @@ class EmailBatchCreateApi(APIView):
             summary = reusable(EmailListApi.OutputSerializer).to_representation  # of a row, as of an Email
             results = []
             for index, item in enumerate(items):
-                outcome = {"errors": errors[index]} if item is None else next(outcomes)
-                results.append(summary(outcome["email"]) if "email" in outcome else outcome)
+                if item is None:
+                    results.append({"errors": errors[index]})
+                    continue
+                outcome = next(outcomes)
+                if "email" in outcome:
+                    results.append(summary(outcome["email"]))
+                elif isinstance(outcome["refused"], TooLarge):
+                    results.append({"errors": {"size": [outcome["refused"].message]}})
+                else:
+                    results.append({"errors": outcome["refused"].errors})
             return status.HTTP_202_ACCEPTED, {"results": results}
 
         return _idempotently(request, produce)

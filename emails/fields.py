@@ -87,6 +87,17 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """true or false only: DRF also takes "yes", "on", 1 and "0", which a schema of type boolean refuses."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 def shown_name(name: str) -> str:
     """A client's key as an error names it: as sent, escaped when it holds what JSON output or PostgreSQL
     cannot carry (NUL, lone surrogates)."""

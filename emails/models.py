@@ -94,6 +94,12 @@ class Email(models.Model):
     # [{filename, content_type, content (base64)}]: kept with the row, so every retry sends the same bytes.
     attachments = models.JSONField(default=list, blank=True)
     template = models.CharField(max_length=100, blank=True, help_text="The template it was rendered from.")
+    # A Postmark client's MessageStream, kept and shown as a tag is; it chooses no provider here.
+    message_stream = models.CharField(max_length=100, blank=True, default="", db_default="")
+    # Open and click tracking asked for (None: the provider's own default), passed to the providers that
+    # offer it (providers.registry.TRACKING_ESPS).
+    track_opens = models.BooleanField(null=True, blank=True)
+    track_clicks = models.BooleanField(null=True, blank=True)
     # Never handed to a provider: sending records it SENT by the built-in `test` provider (a test key's
     # emails, generate_emails' rows), whatever MAIL_PROVIDERS says.
     test = models.BooleanField(default=False, db_default=False)

@@ -11,12 +11,19 @@ from django.db import connection
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
-from emails.models import ERROR_TYPES, ApiKey, Email, EmailEvent
+from emails.models import ERROR_TYPES, ApiKey, Email, EmailEvent, Suppression
 
 
 def email_get(*, api_key: ApiKey, email_id: UUID) -> Email | None:
     """The key's email with its events, or None (also for another key's email)."""
     return Email.objects.filter(api_key=api_key, id=email_id).prefetch_related("events").first()
+
+
+def suppressed_among(*, api_key: ApiKey, addresses: set[str]) -> set[str]:
+    """Which of `addresses` (canonical mailboxes) are suppressed for this key's emails: its own suppressions
+    and those for every key, as sending leaves them out."""
+    whose = Q(api_key=None) | Q(api_key=api_key)
+    return set(Suppression.objects.filter(whose, address__in=addresses).values_list("address", flat=True))
 
 
 def email_list(

@@ -9,7 +9,7 @@ from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.views import APIView
 
-from emails import health
+from emails import health, postmark
 from emails.exceptions import DATABASE_ERRORS, RETRY_AFTER_SECONDS, DatabaseUnavailable, log_unavailable
 from emails.webhooks import tracking_webhook_routes
 
@@ -19,6 +19,9 @@ urlpatterns = [
     path("dashboard/", include("dashboard.urls")),
     path("dashboard", RedirectView.as_view(url="/dashboard/")),
     path("api/v1/", include("emails.urls")),
+    # Postmark's API at the root, where its clients expect it (their base URL swapped for ours).
+    path("email", postmark.PostmarkEmailApi.as_view(), name="postmark-email"),
+    path("email/batch", postmark.PostmarkBatchApi.as_view(), name="postmark-email-batch"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Tracking webhooks of the configured ESPs, /webhooks/<esp>/tracking/ (anymail's views and checks), only

@@ -35,6 +35,7 @@ class Provider:
 
     def send(self, message: EmailMessage) -> str:
         """Sends one message; returns the provider's message id; raises ProviderError."""
+        _track_if_offered(message, self.config.offers_tracking)
         try:
             backend = self._connection()
             sent = backend.send_messages([message])
@@ -62,6 +63,21 @@ class Provider:
             backend.open()
             self._backend = backend
         return self._backend
+
+
+# Tracking an email asks for (emails.services.sending.build_message), as anymail reads it from a message.
+TRACKING_ATTRIBUTES = ("track_opens", "track_clicks")
+
+
+def _track_if_offered(message: EmailMessage, offered: bool) -> None:
+    """Gives `message` the tracking it asks for when the backend takes it, and takes it away when not: one message
+    goes to each provider of a failover in turn."""
+    asked = getattr(message, "tracking", {})
+    for name in TRACKING_ATTRIBUTES:
+        if offered and asked.get(name) is not None:
+            setattr(message, name, asked[name])
+        elif hasattr(message, name):
+            delattr(message, name)
 
 
 def _message_id(message: EmailMessage) -> str:

@@ -30,6 +30,24 @@ BACKENDS = {
     "unisender_go": "anymail.backends.unisender_go.EmailBackend",
 }
 
+# The backends that take open and click tracking per message (anymail's track_opens and track_clicks, as its
+# feature matrix lists them). Any other backend gets an email without them: anymail would refuse it as an
+# unsupported feature, and SMTP has no such thing.
+TRACKING_BACKENDS = {
+    BACKENDS[name]
+    for name in (
+        "mailersend",
+        "mailgun",
+        "mailjet",
+        "mandrill",
+        "postmark",
+        "resend",
+        "sendgrid",
+        "sparkpost",
+        "unisender_go",
+    )
+}
+
 KNOWN_KEYS = {"name", "backend", "options", "rate_limit", "burst", "priority", "weight"}
 # The built-in provider of test emails (emails/services/sending.py): it records them SENT and sends nothing.
 # Reserved, so that what it "sent" is never mistaken for a real provider's sends.
@@ -45,6 +63,10 @@ class ProviderConfig:
     burst: int = 1  # emails that may go at once after a quiet spell, beyond the steady rate
     priority: int = 1
     weight: float = 1
+
+    @property
+    def offers_tracking(self) -> bool:
+        return self.backend in TRACKING_BACKENDS
 
     def __repr__(self) -> str:
         # Options hold credentials: keep them out of every repr, log and traceback.

@@ -139,7 +139,10 @@ def _new_row(
     if name:
         rendered = templates.render(name, context)
         # What the request gives itself wins over the template.
-        fields = {**{k: v for k, v in rendered.items() if v}, **{k: v for k, v in fields.items() if v}}
+        fields = {
+            **{k: v for k, v in rendered.items() if v},
+            **{k: v for k, v in fields.items() if v or k not in rendered},
+        }
         if not fields.get("subject"):
             raise InvalidFields({"subject": [f"Template {name!r} gives no subject, and the request neither."]})
         if not fields.get("text") and not fields.get("html"):
@@ -196,7 +199,7 @@ def _known_to_have_no_events(email: Email) -> None:
 
 def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Stores the valid items of a batch in one INSERT; returns, in order, {"email": <its row>} for each
-    stored item and {"errors": {...}} for the others.
+    stored item and {"refused": <its InvalidFields or TooLarge>} for the others.
 
     A constant number of queries whatever the batch's size: one for templates, one insert. Its templates
     render within MAIL_TEMPLATE_RENDER_SECONDS in all, and to at most MAIL_MAX_REQUEST_BYTES in all: no more
@@ -210,10 +213,8 @@ def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[
             try:
                 row = _new_row(api_key=api_key, now=now, templates=templates, defaults=defaults, **item)
                 results.append({"email": row})
-            except InvalidFields as exc:
-                results.append({"errors": exc.errors})
-            except TooLarge as exc:
-                results.append({"errors": {"size": [exc.message]}})
+            except (InvalidFields, TooLarge) as exc:
+                results.append({"refused": exc})
     rows = [result["email"] for result in results if "email" in result]
     with transaction.atomic():
         _insert(rows)
@@ -285,6 +286,9 @@ def email_resend(*, email: Email) -> Email:
         tags=email.tags,
         metadata=email.metadata,
         attachments=email.attachments,
+        message_stream=email.message_stream,
+        track_opens=email.track_opens,
+        track_clicks=email.track_clicks,
         resent_from=email,
     )
 

@@ -275,6 +275,8 @@ def build_message(email: Email, *, leave_out: set[str] = frozenset()) -> Message
         message.attach_alternative(email.html, "text/html")
     elif email.html:
         message.content_subtype = "html"
+    # Applied by each provider that offers tracking (providers.base), left out by the others.
+    message.tracking = {"track_opens": email.track_opens, "track_clicks": email.track_clicks}
     for attachment in email.attachments:
         content = base64.b64decode(attachment["content"])
         if attachment.get("content_id"):  # shown by the html as cid:<content_id>

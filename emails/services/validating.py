@@ -25,6 +25,7 @@ from emails.fields import (
     BoundedListField,
     HeadersField,
     MetadataField,
+    StrictBooleanField,
     StrictCharField,
     TemplateNameField,
     api_names,
@@ -104,6 +105,22 @@ class EmailFields(GivenFieldsOnly, serializers.Serializer):
         allow_null=True,
         help_text="ISO 8601 with a time zone or offset (`2030-01-31T09:00:00Z`); the email stays PENDING "
         "until then. Null or absent: at once.",
+    )
+    message_stream = StrictCharField(
+        single_line=True,
+        max_length=MAX_TAG_LENGTH,
+        required=False,
+        help_text="A Postmark-style message stream (`outbound`, `broadcast`, ...), kept and shown as a tag is; one "
+        "line of at most 100 characters.",
+    )
+    track_opens = StrictBooleanField(
+        required=False,
+        allow_null=True,
+        help_text="Ask the provider to track opens; null or absent: the provider's default. Providers without "
+        "tracking (SMTP, Amazon SES) send the email without it.",
+    )
+    track_clicks = StrictBooleanField(
+        required=False, allow_null=True, help_text="Ask the provider to track link clicks, as `track_opens`."
     )
 
     def get_fields(self):
