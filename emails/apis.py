@@ -267,17 +267,31 @@ class FilterTimeField(serializers.DateTimeField):
         return super().enforce_timezone(value)
 
 
+# A filter's text may be anything but NUL, which PostgreSQL cannot compare (the server refuses it with a 400).
+NO_NUL = r"^[^\x00]*$"
+
+
+@extend_schema_field({"type": "string", "maxLength": MAX_TAG_LENGTH, "pattern": NO_NUL})
+class TagFilterField(StrictCharField):
+    pass
+
+
+@extend_schema_field({"type": "string", "maxLength": MAX_ADDRESS_LENGTH, "pattern": NO_NUL})
+class AddressFilterField(StrictCharField):
+    pass
+
+
 class EmailListApi(APIView):
     class FilterSerializer(RefusesUnknownFields, serializers.Serializer):
         unknown_field_message = "Unknown query parameter."
 
         status = AnyCaseChoiceField(choices=schema.STATUS_CHOICES, required=False, help_text="In any case.")
-        tag = StrictCharField(
+        tag = TagFilterField(
             required=False,
             max_length=MAX_TAG_LENGTH,
             help_text="Emails with this tag; at most 100 characters, as a tag.",
         )
-        to = StrictCharField(
+        to = AddressFilterField(
             required=False,
             max_length=MAX_ADDRESS_LENGTH,
             help_text="Emails to this address (in to, cc or bcc), in any case; at most 400 characters.",

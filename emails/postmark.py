@@ -186,15 +186,21 @@ class _TrackLinksField(serializers.CharField):
 
 @extend_schema_serializer(component_name="PostmarkHeader")
 class PostmarkHeaderSerializer(RefusesUnknownFields, serializers.Serializer):
-    Name = serializers.CharField(max_length=100)
-    Value = serializers.CharField(max_length=998, allow_blank=True)
+    """A custom header of a Postmark message."""
+
+    Name = serializers.CharField(max_length=100, help_text="A header's name, as the API's `headers` takes it.")
+    Value = serializers.CharField(max_length=998, allow_blank=True, help_text="Its value, one line.")
 
 
 @extend_schema_serializer(component_name="PostmarkAttachment")
 class PostmarkAttachmentSerializer(RefusesUnknownFields, serializers.Serializer):
+    """A file of a Postmark message: attached, or inline with a ContentID."""
+
     Name = serializers.CharField(max_length=255, help_text="A file name, without a path.")
     Content = serializers.CharField(help_text="The file, base64-encoded.")
-    ContentType = serializers.CharField(max_length=255, required=False, allow_null=True)
+    ContentType = serializers.CharField(
+        max_length=255, required=False, allow_null=True, help_text="A MIME type; guessed from the Name when absent."
+    )
     ContentID = serializers.CharField(
         max_length=132,
         required=False,
@@ -232,25 +238,41 @@ class PostmarkMessageSerializer(RefusesUnknownFields, serializers.Serializer):
         help_text="Comma-separated addresses.",
     )
     Subject = serializers.CharField(max_length=998, required=False, allow_null=True, help_text="One line.")
-    TextBody = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    HtmlBody = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    TextBody = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, help_text="The plain-text body; give it, HtmlBody or both."
+    )
+    HtmlBody = serializers.CharField(required=False, allow_null=True, allow_blank=True, help_text="The html body.")
     Headers = serializers.ListField(
-        child=PostmarkHeaderSerializer(), max_length=MAX_HEADERS, required=False, allow_null=True
+        child=PostmarkHeaderSerializer(),
+        max_length=MAX_HEADERS,
+        required=False,
+        allow_null=True,
+        help_text="Custom headers, as the API's `headers` takes them.",
     )
     Attachments = serializers.ListField(
-        child=PostmarkAttachmentSerializer(), max_length=MAX_ATTACHMENTS, required=False, allow_null=True
+        child=PostmarkAttachmentSerializer(),
+        max_length=MAX_ATTACHMENTS,
+        required=False,
+        allow_null=True,
+        help_text="Files, attached or inline; their decoded size counts towards the email's 10 MB.",
     )
-    Tag = serializers.CharField(max_length=MAX_TAG_LENGTH, required=False, allow_null=True, allow_blank=True)
-    Metadata = MetadataField(required=False, allow_null=True)
+    Tag = serializers.CharField(
+        max_length=MAX_TAG_LENGTH, required=False, allow_null=True, allow_blank=True, help_text="The email's one tag."
+    )
+    Metadata = MetadataField(required=False, allow_null=True, help_text="The email's metadata, as the API's.")
     MessageStream = serializers.CharField(
         max_length=MAX_TAG_LENGTH, required=False, allow_null=True, allow_blank=True, help_text="Kept as a tag is."
     )
-    TrackOpens = serializers.BooleanField(required=False, allow_null=True)
+    TrackOpens = serializers.BooleanField(
+        required=False, allow_null=True, help_text="Open tracking, at the providers that offer it."
+    )
     TrackLinks = _TrackLinksField(required=False, allow_null=True, help_text="`None` turns click tracking off.")
 
 
 @extend_schema_serializer(component_name="PostmarkResult")
 class PostmarkResultSerializer(serializers.Serializer):
+    """A message taken."""
+
     To = serializers.CharField(help_text="The To of the message, as given.")
     SubmittedAt = serializers.DateTimeField()
     MessageID = serializers.UUIDField(help_text="The email's id: `GET /api/v1/emails/{id}` shows it.")
@@ -260,6 +282,8 @@ class PostmarkResultSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="PostmarkError")
 class PostmarkErrorSerializer(serializers.Serializer):
+    """A message, or a request, refused."""
+
     ErrorCode = serializers.IntegerField(help_text="Postmark's error code.")
     Message = serializers.CharField(help_text="Why, naming the field.")
 
@@ -291,7 +315,10 @@ class PostmarkEmailApi(_PostmarkView):
         description="Postmark's API, for its clients (anymail, postmarker, ...) pointed at this service: the "
         "email is stored and queued as `POST /api/v1/emails` would, and its `MessageID` is its id here.",
         request=PostmarkMessageSerializer,
-        responses={200: PostmarkResultSerializer, **_errors(401, 413, 422, 429, 503)},
+        responses={
+            200: OpenApiResponse(PostmarkResultSerializer, description="Taken: the email is stored and queued."),
+            **_errors(401, 413, 422, 429, 503),
+        },
         tags=["postmark"],
     )
     def post(self, request):

@@ -95,9 +95,8 @@ def email_body(message: Any) -> dict[str, Any]:
     if "TrackOpens" in given:
         body["track_opens"] = given["TrackOpens"]  # (the validator takes true or false only)
     if "TrackLinks" in given:
-        if given["TrackLinks"] not in TRACK_LINKS:  # (a list or an object is no key: refused here too)
-            choices = ", ".join(TRACK_LINKS)
-            raise PostmarkRefusal(f"Invalid 'TrackLinks': {str(given['TrackLinks'])[:50]!r} is not one of {choices}.")
+        if not isinstance(given["TrackLinks"], str) or given["TrackLinks"] not in TRACK_LINKS:
+            raise PostmarkRefusal(f"Invalid 'TrackLinks': one of {', '.join(TRACK_LINKS)}.")
         body["track_clicks"] = TRACK_LINKS[given["TrackLinks"]]
     return body
 
