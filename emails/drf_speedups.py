@@ -13,7 +13,7 @@ from functools import cached_property
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import ErrorDetail, ValidationError
 from rest_framework.fields import SkipField, get_error_detail
 from rest_framework.settings import api_settings
 
@@ -35,8 +35,8 @@ def validated(serializer_class: type[serializers.Serializer], data) -> dict:
     except ValidationError as exc:
         if isinstance(exc.detail, dict):
             raise
-        # A body of `null`: an object naming the problem, as is_valid() and every other error answer.
-        detail = ["No data provided."] if data is None else exc.detail
+        # A body of `null`: an object naming the problem, as is_valid() words it and every other error answer is.
+        detail = [ErrorDetail("No data provided", code="null")] if data is None else exc.detail
         raise ValidationError({api_settings.NON_FIELD_ERRORS_KEY: detail}) from None
 
 
@@ -89,8 +89,6 @@ class GivenFieldsOnly(FieldsOnce, RefusesUnknownFields):
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             return super().to_internal_value(data)  # DRF's error for a body that is not an object
-        if not self._field_names.issuperset(data):
-            raise serializers.ValidationError(unknown_field_errors(data, self._field_names, self.unknown_field_message))
         validated, errors = {}, {}
         for field in self._writable_fields:
             if field.field_name not in data and not field.required:
@@ -101,6 +99,8 @@ class GivenFieldsOnly(FieldsOnce, RefusesUnknownFields):
                 errors[field.field_name] = exc.detail
             except DjangoValidationError as exc:
                 errors[field.field_name] = get_error_detail(exc)
+        if not self._field_names.issuperset(data):  # named beside the known fields' errors, as at every level
+            errors.update(unknown_field_errors(data, self._field_names, self.unknown_field_message))
         if errors:
             raise serializers.ValidationError(errors)
         return validated

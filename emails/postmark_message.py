@@ -200,7 +200,10 @@ def _addr_spec(address: str) -> str:
     be one."""
     if len(address) > MAX_ADDRESS_LENGTH:
         return address[:50] + "…"
-    return bare_address(address) or address
+    _, bracket, inside = address.rpartition("<")
+    if bracket and inside.endswith(">"):  # what anymail takes for the address: the parsers refuse a bad one
+        return inside[:-1].strip()
+    return bare_address(address) or address.strip()
 
 
 def _first(errors: Any) -> str:
