@@ -20,7 +20,7 @@ from django.db import connection
 from django.utils import timezone
 from postmarker.core import PostmarkClient
 
-from emails.models import Email
+from emails.models import ApiKey, Email, Suppression
 from emails.services import api_key_create
 from tests.conftest import Services
 from tests.processes import ROOT, wait_for
@@ -453,3 +453,46 @@ def test_every_optional_field_given_as_null_is_as_if_absent(live):
         [], [], {}, {}, []
     )  # fmt: skip
     assert (shown["track_opens"], shown["track_clicks"]) == (None, None)
+
+
+# Inactive (suppressed) recipients, as anymail reads Postmark's words for them
+
+
+def _suppress(key: str, address: str) -> None:
+    Suppression.objects.create(api_key=ApiKey.objects.get(key_hash=ApiKey.hash(key)), address=address, reason="bounced")
+
+
+def test_a_suppressed_recipient_is_rejected_in_anymails_status_and_the_others_sent(live, settings):
+    key = _key()
+    _suppress(key, "bob@example.org")
+    message = EmailMultiAlternatives(
+        "Hi", "Hello", "shop@example.com", ["alice@example.org", "bob@example.org"],
+        connection=_anymail(live, key, settings),
+    )  # fmt: skip
+
+    message.send()
+
+    statuses = message.anymail_status.recipients
+    assert (statuses["alice@example.org"].status, statuses["bob@example.org"].status) == ("sent", "rejected")
+    assert Email.objects.get().to == ["alice@example.org", "bob@example.org"]  # bob left out when it is sent
+
+
+def test_every_recipient_suppressed_is_422_with_error_code_406_and_anymails_recipients_refused(live, settings):
+    key = _key()
+    _suppress(key, "bob@example.org")
+    message = _message(To="Bob <BOB@example.org>")
+
+    assert "Found inactive addresses: bob@example.org." in _refused(_post(live, "/email", message, key=key), 422, 406)
+    mail = EmailMultiAlternatives("Hi", "Hello", "shop@example.com", ["bob@example.org"])
+    mail.connection = _anymail(live, key, settings)
+    with pytest.raises(AnymailRecipientsRefused):
+        mail.send()
+    assert Email.objects.count() == 0
+
+
+def test_another_keys_suppression_leaves_the_recipient_active(live):
+    _suppress(_key(), "bob@example.org")
+
+    response = _post(live, "/email", _message(To="bob@example.org"), key=_key())
+
+    assert (response.status_code, response.json()["Message"]) == (200, "OK")

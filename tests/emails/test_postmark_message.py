@@ -5,10 +5,11 @@ refusals written in the words Postmark's clients parse."""
 import time
 
 import pytest
+from rest_framework.test import APIClient
 
 from emails.errors import SENDER_NOT_ALLOWED, InvalidFields
 from emails.postmark_message import MAX_ADDRESS_LIST_LENGTH, PostmarkRefusal, email_body, refusal_message
-from emails.services import email_fields
+from emails.services import api_key_create, email_fields
 
 MESSAGE = {"From": "Shop <shop@example.com>", "To": "ann@example.org", "Subject": "Hi", "TextBody": "Hello"}
 
@@ -125,3 +126,15 @@ def test_a_sender_the_key_may_not_use_names_from():
     assert refusal_message(refused, email_body(MESSAGE)) == (
         "Invalid 'From': This API key may not send from 'x@evil.example'."
     )
+
+
+@pytest.mark.django_db
+def test_a_key_over_its_rate_at_the_postmark_door_gets_429_with_error_code_429_and_retry_after(settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": "2/day"}}
+    _, key = api_key_create(name="postmark-rate")
+    client = APIClient(HTTP_X_POSTMARK_SERVER_TOKEN=key)
+
+    answers = [client.post("/email", MESSAGE, format="json") for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[2].json()["ErrorCode"] == 429 and int(answers[2]["Retry-After"]) > 0
