@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
@@ -281,3 +282,93 @@ class Suppression(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+# The events a webhook may ask for (the contract's names), and the provider events each one reports.
+WEBHOOK_EVENTS = [
+    "email.sent", "email.failed", "email.delivered", "email.deferred",
+    "email.bounced", "email.complained", "email.opened", "email.clicked",
+]  # fmt: skip
+PROVIDER_WEBHOOK_EVENTS = {
+    EmailEvent.Type.DELIVERED: "email.delivered",
+    EmailEvent.Type.DEFERRED: "email.deferred",
+    EmailEvent.Type.BOUNCED: "email.bounced",
+    EmailEvent.Type.COMPLAINED: "email.complained",
+    EmailEvent.Type.OPENED: "email.opened",
+    EmailEvent.Type.CLICKED: "email.clicked",
+}
+
+
+def new_webhook_secret() -> str:
+    """Standard Webhooks' form: whsec_ and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Webhook(models.Model):
+    """A URL of an API key's that is told what happens to the key's emails, signed with its secret."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    events = ArrayField(models.CharField(max_length=40), default=list, blank=True, help_text="Empty: every event.")
+    active = models.BooleanField(default=True)
+    # Why it was turned off (its receiver answered 410 Gone); empty while active.
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    secret = models.CharField(max_length=100, default=new_webhook_secret, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["api_key"], name="webhook_active_key", condition=Q(active=True))]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookMessage(models.Model):
+    """The outbox: one event for one webhook, written in the transaction of the change it reports, then
+    delivered (and retried, on the schedule in next_attempt_at) by workers. Its id is the `webhook-id` of every
+    delivery attempt, so a receiver can drop a repeat."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # every attempt of the schedule failed
+        DISABLED = "disabled"  # its webhook was turned off (410) or deleted first
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="messages")
+    email = models.ForeignKey(Email, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    type = models.CharField(max_length=40)
+    # The body as delivered (every attempt sends the same bytes): {type, timestamp, data}.
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="webhookmessage_due", condition=Q(status="pending")),
+            models.Index(fields=["webhook", "-created_at"], name="webhookmessage_webhook"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering a message: the receiver's status code, or why there was none."""
+
+    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="attempts_made")
+    at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["message", "-at"], name="webhookattempt_message")]
+
+    def __str__(self) -> str:
+        return f"{self.status_code or self.error} at {self.at}"

@@ -291,6 +291,15 @@ MAIL_TEMPLATE_RENDER_SECONDS = env_number("MAIL_TEMPLATE_RENDER_SECONDS", 1, min
 MAIL_SMTP_LISTEN = env_str("MAIL_SMTP_LISTEN", "127.0.0.1:2587")
 MAIL_SMTP_TLS_CERT = env_str("MAIL_SMTP_TLS_CERT", "")
 MAIL_SMTP_TLS_KEY = env_str("MAIL_SMTP_TLS_KEY", "")
+# The stream door (manage.py consume_stream): entries on MAIL_STREAM, read in the consumer group "mailservice";
+# results appended to "<MAIL_STREAM>:results", trimmed to about MAIL_STREAM_RESULTS_MAXLEN entries; entries a
+# dead consumer left pending are claimed again after MAIL_STREAM_CLAIM_IDLE seconds.
+MAIL_STREAM = env_str("MAIL_STREAM", "mailservice:submit")
+MAIL_STREAM_CLAIM_IDLE = env_number("MAIL_STREAM_CLAIM_IDLE", 30, minimum=0.1)
+MAIL_STREAM_RESULTS_MAXLEN = env_int("MAIL_STREAM_RESULTS_MAXLEN", 100_000, minimum=100)
+# Webhooks out: a URL resolving to a private, loopback or link-local address is refused unless this is set
+# (a receiver on the same host or network, in development).
+MAIL_WEBHOOK_ALLOW_PRIVATE = env_bool("MAIL_WEBHOOK_ALLOW_PRIVATE", False)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "mailservice API",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from emails.models import Email, EmailEvent
+from emails.services import webhook_outbox
 from infra import metrics
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ def emails_cancel(*, ids: list[UUID]) -> list[UUID]:
             EmailEvent(email_id=email.id, type=EmailEvent.Type.CANCELLED, at=now, detail=CANCELLED)
             for email in cancelled
         )
+        with connection.cursor() as cursor:
+            if webhook_outbox.enqueue_status_changes(cursor, [email.id for email in cancelled]):
+                transaction.on_commit(webhook_outbox.kick)
     metrics.FAILED.labels("").inc(len(cancelled))  # ends FAILED, as a suppressed email does: no provider
     if cancelled:
         log.info("cancelled %d email(s): %s", len(cancelled), " ".join(str(e.id) for e in cancelled))

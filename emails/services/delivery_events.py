@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from emails.fields import canonical_mailbox
-from emails.models import Email, EmailEvent, Suppression
+from emails.models import PROVIDER_WEBHOOK_EVENTS, Email, EmailEvent, Suppression
+from emails.services import webhook_outbox
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,17 @@ def email_record_delivery_event(
     if event_type not in EmailEvent.Type.values:
         event_type = EmailEvent.Type.OTHER
     with transaction.atomic():
-        EmailEvent.objects.create(
+        event = EmailEvent.objects.create(
             email=email, type=event_type, provider=email.provider, detail=detail, at=at or timezone.now()
         )
+        if event_type in PROVIDER_WEBHOOK_EVENTS:
+            with connection.cursor() as cursor:
+                hooked = webhook_outbox.enqueue_provider_event(
+                    cursor, email_id=email.id, event_type=PROVIDER_WEBHOOK_EVENTS[event_type], at=event.at,
+                    detail=detail,
+                )  # fmt: skip
+            if hooked:
+                transaction.on_commit(webhook_outbox.kick)
         if event_type in SUPPRESSING_EVENTS:
             reason = SUPPRESSING_EVENTS[event_type]
             suppression_add(api_key_id=email.api_key_id, address=address, reason=reason, detail=detail, email=email)

@@ -13,6 +13,7 @@ from django.db.models import F
 
 from emails import queue
 from emails.models import Email, EmailEvent, IdempotencyKey
+from emails.services import webhook_outbox
 from infra import metrics
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,10 @@ def _recover_expired_leases(now: datetime) -> tuple[list[UUID], int]:
             )
             for row in rows
         )
+        failed = [row.id for row in rows if row.status == Status.FAILED]
+        with connection.cursor() as cursor:
+            if webhook_outbox.enqueue_status_changes(cursor, failed):
+                transaction.on_commit(webhook_outbox.kick)
     recovered = [row.id for row in rows if row.status == Status.PENDING]
     for row in rows:
         if row.status == Status.FAILED:

@@ -23,11 +23,12 @@ from typing import TypeVar
 from uuid import UUID
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from emails import queue
 from emails.fields import canonical_mailbox
 from emails.models import Email, EmailEvent, Suppression
+from emails.services import webhook_outbox
 from infra import metrics
 from providers import failover
 from providers.errors import ProviderError
@@ -391,8 +392,9 @@ class _Recorder:
 
 
 def _record(results: list[_Result]) -> set[str]:
-    """Writes the outcomes, each only while its claim still holds, with their events (in order): one
-    statement for the group. Returns the ids written; raises the database's errors."""
+    """Writes the outcomes, each only while its claim still holds, with their events (in order) and the
+    webhook messages of those that became SENT or FAILED: one statement for the group. Returns the ids
+    written; raises the database's errors."""
     emails, events = [], []
     for result in results:
         email = result.email
@@ -427,12 +429,19 @@ def _record(results: list[_Result]) -> set[str]:
                       FROM (VALUES {email_rows})
                            AS v (id, lease, status, provider, message_id, last_error, retry_in, uncounted)
                      WHERE e.id = v.id AND e.status = %s AND e.lease_until = v.lease
-                 RETURNING e.id
-                ){insert_events}
-                SELECT id FROM done""",  # noqa: S608 - table names and placeholders are ours
+                 RETURNING e.id, e.status, e.api_key_id, e."to", e.tags, e.metadata, e.provider,
+                           e.provider_message_id, e.attempts, e.last_error
+                ){insert_events}, hooks AS (
+                    {webhook_outbox.status_change_sql(source="done AS d", row="d")}
+                    RETURNING 1
+                )
+                SELECT id, (SELECT count(*) FROM hooks) FROM done""",  # noqa: S608 - table names and placeholders are ours
             [Status.SENT, *emails, Status.PROCESSING, *events],
         )
-        return {str(row[0]) for row in cursor.fetchall()}
+        rows = cursor.fetchall()
+    if rows and rows[0][1]:
+        transaction.on_commit(webhook_outbox.kick)
+    return {str(row[0]) for row in rows}
 
 
 def _count_possible_duplicates(results: list[_Result]) -> None:
