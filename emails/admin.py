@@ -13,6 +13,7 @@ from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
@@ -20,7 +21,7 @@ from django.utils.html import format_html, format_html_join
 from emails import services
 from emails.errors import AcceptingError
 from emails.fields import canonical_mailbox
-from emails.models import ApiKey, Email, Suppression, Template
+from emails.models import ApiKey, Email, Suppression, Template, Webhook, WebhookAttempt, WebhookMessage
 from emails.services.api_keys import MAX_SENDERS, SENDER_MAX_LENGTH, api_key_issue, api_key_senders
 from providers.registry import parse_providers
 
@@ -340,3 +341,66 @@ class SuppressionAdmin(KeysNotMadeInAPopup, admin.ModelAdmin):
     fields = ["address", "api_key", "reason", "detail", "email", "created_at"]
     readonly_fields = ["email", "created_at"]
     ordering = ["-created_at"]
+
+
+class ReadOnly:
+    """Made and changed through the API and by the workers only: the admin shows."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(ReadOnly, admin.ModelAdmin):
+    """A key's webhooks; the secret is never shown (it is the key's, shown once when the webhook was made)."""
+
+    list_display = ["url", "api_key", "active", "disabled_reason", "created_at"]
+    list_filter = ["active"]
+    list_select_related = ["api_key"]
+    search_fields = ["=id", "url"]
+    fields = ["id", "api_key", "url", "events", "active", "disabled_reason", "created_at", "latest_messages"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+
+    @admin.display(description="latest messages")
+    def latest_messages(self, webhook: Webhook) -> str:
+        """Its 20 latest events, linked (the message list, filtered by webhook, has them all)."""
+        latest = webhook.messages.only("id", "type", "status", "attempts", "created_at").order_by("-created_at")
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> {} {}, {} attempt(s), {}</li>',
+            ((reverse("admin:emails_webhookmessage_change", args=[m.id]), m.id, m.type, m.status, m.attempts,
+              f"{m.created_at:%Y-%m-%d %H:%M:%S}") for m in latest[:20]),
+        )  # fmt: skip
+        return format_html("<ol>{}</ol>", rows) if rows else "-"
+
+
+class WebhookAttemptInline(ReadOnly, admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["at", "status_code", "error", "duration_ms"]
+    readonly_fields = fields
+    ordering = ["-at"]
+    extra = 0
+    can_delete = False
+
+
+@admin.register(WebhookMessage)
+class WebhookMessageAdmin(ReadOnly, admin.ModelAdmin):
+    """The outbox: each event for one webhook, its status and its attempts."""
+
+    list_display = ["id", "type", "status", "attempts", "webhook", "created_at", "delivered_at"]
+    list_filter = ["status"]
+    list_select_related = ["webhook"]
+    search_fields = ["=id", "=webhook__id", "=email__id"]
+    search_help_text = "A message's, webhook's or email's id."
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    fields = ["id", "webhook", "email", "type", "status", "attempts", "next_attempt_at", "lease_until", "created_at",
+              "delivered_at", "payload"]  # fmt: skip
+    readonly_fields = fields
+    ordering = ["-created_at"]
+    inlines = [WebhookAttemptInline]

@@ -231,3 +231,70 @@ INLINE_IMAGE_EXAMPLE = OpenApiExample(
         ],
     },
 )
+
+
+# --- webhooks ---------------------------------------------------------------------------------------------
+
+WEBHOOK_EVENT_TYPES = (
+    "email.sent (a provider accepted it), email.failed (not sent, for good), then what the provider reports: "
+    "email.delivered, email.deferred, email.bounced, email.complained, email.opened, email.clicked."
+)
+WEBHOOK_ID = OpenApiParameter(
+    "webhook_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The webhook's id, as creating it answered."
+)
+WEBHOOK_LOCATION = OpenApiParameter(
+    "Location",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[201],
+    description="The new webhook's URL: `/api/v1/webhooks/{id}`.",
+)
+WEBHOOK_NOT_FOUND = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description='`{"detail": "No such webhook."}`: unknown, deleted, or another API key\'s.',
+)
+WEBHOOK_CREATE_ERRORS = {
+    **errors(401, 415, 429, 503),
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='Each bad field with its messages: `{"url": ["..."]}` for a URL that is not http(s), or '
+        "whose host does not resolve or resolves to a private, loopback or link-local address; "
+        '`{"events": ["..."]}` for an unknown or repeated event; `{"non_field_errors": ["..."]}` when the API key '
+        "has 20 webhooks already. Fields it does not know are named too. Nothing was stored.",
+    ),
+}
+
+WEBHOOK_CREATE = f"""A URL that is told, by a signed POST, of what happens to the API key's emails: each event
+in `events` (left out or empty: every event, those added later too). Answers 201 with the webhook and its
+`secret`, shown **only in this answer**: keep it to verify each request's `webhook-signature` (Standard Webhooks:
+an HMAC-SHA256 of `webhook-id.webhook-timestamp.body`, which the `standardwebhooks` libraries check).
+
+**Events**: {WEBHOOK_EVENT_TYPES}
+
+**The URL**: http or https, at most 2000 characters, no user name or password. Its host is resolved now, and
+a host that does not resolve, or resolves to a private, loopback or link-local address (`localhost`,
+`10.0.0.0/8`, `169.254.169.254`), is a 400 naming `url`, unless the service runs with
+`MAIL_WEBHOOK_ALLOW_PRIVATE=1`. An API key has at most 20 webhooks."""
+
+WEBHOOK_LIST = """The API key's webhooks, newest first (at most 20, all in one answer), each with whether it is
+active: a receiver that answered 410 Gone turned its webhook off, and `disabled_reason` says so. Secrets are
+never shown again."""
+
+WEBHOOK_GET = """One of the API key's webhooks: its URL, the events it is told of, and whether it is active
+(`disabled_reason` says why not). Its secret is never shown again. Another key's webhook is a 404, as an
+unknown one."""
+
+WEBHOOK_DELETE = """Deletes the webhook: no event is sent to it any more, including those already waiting for
+a delivery or a retry, and it is a 404 from then on. Another key's webhook is a 404, as an unknown one."""
+
+WEBHOOK_DELIVERIES = """The webhook's latest delivery attempts, newest first: `limit` of them (default and
+at most 100); older ones are not listed. Each gives the event, the id of its message (the `webhook-id` header,
+the same on every retry of one event), the receiver's status code, or the error when there was no answer
+(a timeout, a refused connection), and when it was made. A non-2xx answer is retried with backoff for about a
+day; a 410 turns the webhook off."""
+
+WEBHOOK_EXAMPLE = OpenApiExample(
+    "Sends and bounces",
+    request_only=True,
+    value={"url": "https://hooks.example.com/mail", "events": ["email.sent", "email.failed", "email.bounced"]},
+)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from emails import apis
+from emails import apis, webhook_apis
 
 urlpatterns = [
     path("emails", apis.EmailCollectionApi.as_view(), name="email-collection"),
@@ -8,4 +8,11 @@ urlpatterns = [
     path("emails/<uuid:email_id>", apis.EmailDetailApi.as_view(), name="email-detail"),
     path("emails/<uuid:email_id>/resend", apis.EmailResendApi.as_view(), name="email-resend"),
     path("stats", apis.StatsApi.as_view(), name="stats"),
+    path("webhooks", webhook_apis.WebhookCollectionApi.as_view(), name="webhook-collection"),
+    path("webhooks/<uuid:webhook_id>", webhook_apis.WebhookDetailApi.as_view(), name="webhook-detail"),
+    path(
+        "webhooks/<uuid:webhook_id>/deliveries",
+        webhook_apis.WebhookDeliveryListApi.as_view(),
+        name="webhook-deliveries",
+    ),
 ]

@@ -26,7 +26,11 @@ def is_public(address: str) -> bool:
 def checked_addresses(url: str, *, allow_private: bool) -> tuple[str, int, list[str]]:
     """(host, port, addresses) for an http(s) URL whose every address may be called; raises UnsafeTarget.
     Resolves the host (a blocking DNS lookup)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        raise UnsafeTarget("The URL cannot be read: give an http:// or https:// URL with a host.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeTarget("Give an http:// or https:// URL with a host.")
     if parts.username or parts.password:
@@ -35,7 +39,6 @@ def checked_addresses(url: str, *, allow_private: bool) -> tuple[str, int, list[
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise UnsafeTarget("The URL's port is not a number from 1 to 65535.") from None
-    host = parts.hostname
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):

@@ -46,6 +46,7 @@ def test_a_public_address_is_taken_with_its_default_port():
         ("https://user:pass@93.184.215.14/hook", "user name or password"),
         ("http://93.184.215.14:99999/hook", "port"),
         ("http://no-such-host.invalid/hook", "does not resolve"),
+        ("https://[nothing/hook", "cannot be read"),
     ],
 )
 def test_a_url_that_cannot_be_called_says_why(url, why):

@@ -103,11 +103,28 @@
     body.replaceChildren(...data.failures.map((f) => row([when(f.at), el("a", f.id, { href: f.admin_url }), f.provider, f.attempts, f.last_error])));
   }
 
+  function renderWebhooks(data) {
+    const body = document.querySelector("#webhooks tbody");
+    if (data.webhooks.length === 0) {
+      const empty = row(["No webhooks."]);
+      empty.firstChild.colSpan = 5;
+      body.replaceChildren(empty);
+      return;
+    }
+    body.replaceChildren(...data.webhooks.map((w) => {
+      const last = w.last_delivery;
+      const delivery = last ? when(last.at) + ": " + (last.status_code === null ? last.error : last.status_code) : "";
+      const active = w.active ? "yes" : "no: " + w.disabled_reason;
+      return row([el("a", w.target, { href: w.admin_url }), w.api_key, active, delivery, w.failures_last_day]);
+    }));
+  }
+
   function render(data) {
     renderCounts(data);
     renderChart(data);
     renderProviders(data);
     renderFailures(data);
+    renderWebhooks(data);
     const stamp = document.getElementById("refreshed");
     stamp.textContent = "updated " + data.now.slice(11, 19) + " UTC";
     stamp.dataset.state = "ok";
