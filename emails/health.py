@@ -4,12 +4,13 @@ import hmac
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Min
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 
-from emails.models import Email
+from emails.models import Email, WebhookMessage
 from emails.queue import queue_depth
 from emails.selectors import counts_by_status_at_scale, oldest_due_age_seconds
 from infra import metrics
@@ -76,3 +77,16 @@ class QueueCollector:
         except Exception:
             depth = float("nan")  # Redis down: say so rather than fail the scrape
         yield GaugeMetricFamily("mailservice_queue_depth", "Messages waiting in the broker", value=depth)
+        yield GaugeMetricFamily(
+            "mailservice_webhook_outbox_oldest_age_seconds",
+            "How long the longest-waiting due webhook message has waited (its first try, or a retry that is due)",
+            value=_oldest_due_webhook_message_age(timezone.now()),
+        )
+
+
+def _oldest_due_webhook_message_age(now) -> float:
+    # Due messages, not every pending one: a receiver that is down keeps its retries scheduled hours ahead, which
+    # is its owner's concern; what grows here is delivery falling behind. The partial index answers it at once.
+    waiting = WebhookMessage.objects.filter(status=WebhookMessage.Status.PENDING, next_attempt_at__lte=now)
+    oldest = waiting.aggregate(at=Min("next_attempt_at"))["at"]
+    return max(0.0, (now - oldest).total_seconds()) if oldest else 0.0

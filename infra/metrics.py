@@ -38,6 +38,12 @@ POSSIBLE_DUPLICATES = Counter(
     "after the message was handed over), or a send whose outcome could not be recorded before its lease ran out",
     ["provider"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "mailservice_webhook_deliveries_total",
+    "Webhook deliveries by outcome: delivered (2xx), retry (to be tried again), failed (the last of the "
+    "schedule failed), disabled (410 Gone, or the webhook was off)",
+    ["outcome"],
+)
 SEND_SECONDS = Histogram(
     "mailservice_send_seconds",
     "Time a provider took to take (or refuse) one message",

@@ -342,6 +342,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BEAT_SCHEDULE = {
     "sweep-stranded-emails": {"task": "emails.tasks.sweep_stranded", "schedule": MAIL_SWEEP_INTERVAL},
+    # Webhook messages whose delivery is due: the first try when its kick was lost, and every retry.
+    "deliver-webhooks": {"task": "emails.tasks.deliver_webhooks", "schedule": 5.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
