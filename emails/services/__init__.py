@@ -1,8 +1,10 @@
 """Writes, by sub-domain. Callers import from here: `from emails.services import email_create`."""
 
 from emails.services.accepting import (
+    OnceItem,
     email_create,
     email_create_batch,
+    email_create_batch_once,
     email_resend,
     emails_retry_now,
     idempotent,
@@ -16,11 +18,13 @@ from emails.services.sending import build_message, email_send, emails_send, retr
 from emails.services.validating import email_fields
 
 __all__ = [
+    "OnceItem",
     "SweepResult",
     "api_key_create",
     "build_message",
     "email_create",
     "email_create_batch",
+    "email_create_batch_once",
     "email_fields",
     "email_record_delivery_event",
     "email_resend",

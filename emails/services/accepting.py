@@ -7,6 +7,7 @@ import functools
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses
 from typing import Any
@@ -221,6 +222,150 @@ def email_create_batch(*, api_key: ApiKey, items: list[dict[str, Any]]) -> list[
         _publish_when_due(rows, now)
     metrics.ACCEPTED.inc(len(rows))
     return results
+
+
+@dataclass(frozen=True)
+class OnceItem:
+    """One email of email_create_batch_once(): validated `fields` (email_fields()), its API key, and its
+    idempotency key as stored (the door's namespace included) with the hash of the request that brought it."""
+
+    api_key: ApiKey
+    key: str
+    request_hash: str
+    fields: dict[str, Any]
+
+
+# What a stored key of email_create_batch_once() answers: an IdempotencyKey row as the REST API writes one, the
+# response holding only the email's id.
+_ONCE_STATUS = 202
+
+
+def email_create_batch_once(items: list[OnceItem]) -> list[dict[str, Any]]:
+    """Stores each item once per (API key, idempotency key); returns, in order, {"email_id": <UUID>, "replayed":
+    <bool>} for each item stored now or earlier, or {"refused": <InvalidFields, TooLarge or IdempotencyConflict>}.
+
+    An item whose key was stored before (by an earlier call, or by a concurrent one) gets that email's id when its
+    request_hash is the same, IdempotencyConflict when it is not; so does a later item of the same call with the
+    same key. Items of several API keys may share a call. A refused item stores no key: sent again, it is
+    judged again.
+
+    The new emails and their keys go in one transaction, each in one statement (keys first, in key order, so
+    that concurrent callers wait for each other instead of deadlocking); each item's templates render as one
+    POST /api/v1/emails renders its own. Raises what the database raises (nothing is stored then)."""
+    if not items:
+        return []
+    first: dict[tuple[int, str], int] = {}  # (api key id, key) → the index of its first item
+    for index, item in enumerate(items):
+        first.setdefault((item.api_key.id, item.key), index)
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    earlier = _stored_once_keys(list(first))
+    now, defaults = timezone.now(), _defaults()
+    new: dict[tuple[int, str], dict[str, Any]] = {}
+    templates_of = _templates_by_key([items[index] for ident, index in first.items() if ident not in earlier])
+    for ident, index in first.items():
+        item = items[index]
+        if ident in earlier:
+            results[index] = _replayed(item, earlier[ident])
+            continue
+        try:
+            # Per item, as a single submit's: an entry's fate does not depend on what shares its batch.
+            with _Templates(templates_of[item.api_key.id], max_total_bytes=settings.MAIL_MAX_EMAIL_BYTES) as templates:
+                row = _new_row(api_key=item.api_key, now=now, templates=templates, defaults=defaults, **item.fields)
+            new[ident] = row
+        except (InvalidFields, TooLarge) as exc:
+            results[index] = {"refused": exc}
+    with transaction.atomic():
+        hashes = {ident: (items[first[ident]].request_hash, row["id"]) for ident, row in new.items()}
+        stored = _insert_once_keys(hashes, now)
+        raced = [ident for ident in new if ident not in stored]
+        if raced:  # a concurrent caller stored these keys since they were looked up: theirs are the emails
+            concurrent = _stored_once_keys(raced)
+            for ident in raced:
+                del new[ident]
+                results[first[ident]] = _replayed(items[first[ident]], concurrent[ident])
+        rows = list(new.values())
+        _insert(rows)
+        _publish_when_due(rows, now)
+    for ident, row in new.items():
+        results[first[ident]] = {"email_id": row["id"], "replayed": False}
+    for index, item in enumerate(items):
+        leader = first[(item.api_key.id, item.key)]
+        if leader != index:
+            results[index] = _follower(item, items[leader], results[leader])
+    metrics.ACCEPTED.inc(len(rows))
+    return results
+
+
+def _templates_by_key(items: list[OnceItem]) -> dict[int, dict[str, Template]]:
+    """The templates the items name, as each item's API key sees them: a query per API key that names any."""
+    names: dict[int, set[str]] = {}
+    keys: dict[int, ApiKey] = {}
+    for item in items:
+        keys[item.api_key.id] = item.api_key
+        named = names.setdefault(item.api_key.id, set())
+        if item.fields.get("template"):
+            named.add(item.fields["template"])
+    return {key_id: _templates_for(keys[key_id], named) for key_id, named in names.items()}
+
+
+def _stored_once_keys(idents: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, Any]]:
+    """(request_hash, response) of the stored keys among `idents`, in one query."""
+    if not idents:
+        return {}
+    table = IdempotencyKey._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT api_key_id, key, request_hash, response FROM {table}
+                WHERE (api_key_id, key) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))""",  # noqa: S608
+            [[key_id for key_id, _ in idents], [key for _, key in idents]],
+        )
+        rows = cursor.fetchall()
+    return {(key_id, key): (request_hash, _json(response)) for key_id, key, request_hash, response in rows}
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value  # a cursor may give jsonb as its text
+
+
+def _insert_once_keys(keys: dict[tuple[int, str], tuple[str, UUID]], now: datetime) -> set[tuple[int, str]]:
+    """Inserts the keys (each with its email's id as the response) in one statement; returns those inserted.
+    One stored already, or by a concurrent transaction, is left as it is: the insert waits for that transaction
+    and skips the key if it committed."""
+    if not keys:
+        return set()
+    table = IdempotencyKey._meta.db_table
+    document = [
+        {"api_key_id": key_id, "key": key, "request_hash": request_hash, "response": {"id": str(email_id)}}
+        for (key_id, key), (request_hash, email_id) in sorted(keys.items())
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {table} (api_key_id, key, request_hash, status_code, response, created_at)
+                SELECT api_key_id, key, request_hash, %s, response, %s
+                FROM jsonb_to_recordset(%s) AS k(api_key_id bigint, key text, request_hash text, response jsonb)
+                ORDER BY api_key_id, key
+                ON CONFLICT (api_key_id, key) DO NOTHING RETURNING api_key_id, key""",  # noqa: S608 - our table
+            [_ONCE_STATUS, now, json.dumps(document, ensure_ascii=False)],
+        )
+        return {(key_id, key) for key_id, key in cursor.fetchall()}
+
+
+def _replayed(item: OnceItem, stored: tuple[str, Any]) -> dict[str, Any]:
+    """The answer to an item whose key was stored before: its email's id, or IdempotencyConflict for another
+    request (a REST request's key among them: its hash is of another kind, and so never the same)."""
+    request_hash, response = stored
+    if request_hash != item.request_hash or not isinstance(response, dict) or "id" not in response:
+        return {"refused": IdempotencyConflict()}
+    return {"email_id": UUID(response["id"]), "replayed": True}
+
+
+def _follower(item: OnceItem, leader: OnceItem, answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer to an item repeating an earlier item's key in the same call: the same, as a repeat."""
+    if item.request_hash != leader.request_hash:
+        return {"refused": IdempotencyConflict()}
+    if "email_id" in answer:
+        return {"email_id": answer["email_id"], "replayed": True}
+    return answer  # refused as the first was: the same fields
 
 
 def _insert(rows: list[dict[str, Any]]) -> None:
