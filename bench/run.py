@@ -3,6 +3,12 @@
 Starts its own sinks (Postfix's smtp-sink for 0 ms, an aiosmtpd sink for 20 ms), Celery workers and
 gunicorn against databases of its own, verifies every delivery at the sink (lost and duplicated
 emails are counted by their id header), prints a table and writes var/bench/results-<time>.json.
+
+The doors in beside the REST API: the Postmark batch (row 8, counted in rows) and `manage.py smtpd` under 8
+smtplib clients against a bare aiosmtpd server's ceiling (row 9, every 250 counted in rows).
+
+BENCH_CODE=<a checkout> measures that checkout's code (its manage.py, gunicorn.conf.py, workers) with this
+bench, e.g. a `git worktree` of an older commit beside this one.
 """
 
 from __future__ import annotations
@@ -32,7 +38,17 @@ WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
 os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
 # A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
-ONLY = set(os.environ.get("BENCH_ONLY", "delivery,delivery20,ingest,ratelimit").split(","))
+ONLY = set(os.environ.get("BENCH_ONLY", "delivery,delivery20,ingest,ratelimit,postmark,smtp").split(","))
+# The code measured: this checkout, or BENCH_CODE's. The bench's own modules always run from this one.
+CODE = Path(os.environ.get("BENCH_CODE", ROOT)).resolve()
+if CODE != ROOT:
+    # This process's Django (models, services) is the measured code's too; Celery's Django fixup puts the
+    # working directory first on sys.path.
+    sys.path.insert(0, str(CODE))
+    os.chdir(CODE)
+    os.environ["PYTHONPATH"] = str(CODE)
+SMTP_CLIENTS = 8
+SMTP_SECONDS = 5
 SCRATCH = Path(tempfile.mkdtemp(prefix="mailservice-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 
 os.environ.update(
@@ -53,9 +69,9 @@ children: list[subprocess.Popen] = []
 # --- processes ---------------------------------------------------------------------------------
 
 
-def start(args: list[str], env: dict | None = None, log: str = "process") -> subprocess.Popen:
+def start(args: list[str], env: dict | None = None, log: str = "process", cwd: Path = ROOT) -> subprocess.Popen:
     out = open(SCRATCH / f"{log}.log", "ab")
-    process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=out,
+    process = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=out, stderr=out,
                                start_new_session=True)  # fmt: skip
     children.append(process)
     return process
@@ -206,7 +222,7 @@ def recreate_database(name: str) -> None:
 def setup_databases() -> None:
     recreate_database(DB)
     recreate_database(PO_DB)
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=CODE, check=True)
     subprocess.run([PYTHON, "-m", "django", "migrate", "-v0", "--settings", "bench.postoffice_settings"],
                    cwd=ROOT, check=True)  # fmt: skip
     import django
@@ -215,6 +231,12 @@ def setup_databases() -> None:
 
 
 def reset_mailservice(providers: list[dict]) -> None:
+    clear_emails()
+    os.environ["MAIL_PROVIDERS"] = json.dumps(providers)
+
+
+def clear_emails() -> None:
+    """No email rows, nothing queued: what a scenario finds afterwards is what it stored."""
     from django.db import connection
 
     from infra.redis import get_redis
@@ -222,7 +244,12 @@ def reset_mailservice(providers: list[dict]) -> None:
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE emails_emailevent, emails_email, emails_idempotencykey CASCADE")
     get_redis().flushdb()
-    os.environ["MAIL_PROVIDERS"] = json.dumps(providers)
+
+
+def email_rows() -> int:
+    from emails.models import Email
+
+    return Email.objects.count()
 
 
 def reset_postoffice() -> None:
@@ -261,7 +288,7 @@ def start_workers(count: int = 1, concurrency: int = WORKER_CONCURRENCY, name: s
         log = f"{name}-{n}-{time.monotonic_ns()}"
         workers.append(start([str(BIN / "celery"), "-A", "mailservice", "worker", "--concurrency", str(concurrency),
                               "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                              "--hostname", f"{log}@%h"], log=log))  # fmt: skip
+                              "--hostname", f"{log}@%h"], log=log, cwd=CODE))  # fmt: skip
         wait_for(lambda log=log: log_has(log, " ready."), 60, "a worker to be ready")
     return workers
 
@@ -400,14 +427,96 @@ def rate_limit_accuracy(rate: int, burst: int, count: int) -> dict:
     return {**verify(arrivals, set(ids)), "busiest_second": peak, "limit": rate, "burst": burst}
 
 
+def postmark_ingest(url: str, key: str) -> dict:
+    """Row 8: Postmark batches of 500 to POST /email/batch at row 4's load (4 connections, 40 requests); the
+    middle of three runs, each run's rows counted."""
+    load(url, key, "postmark", 4, 4, 500)  # the door's code imported and warm in every web process
+    runs = []
+    for _ in range(3):
+        clear_emails()
+        run = load(url, key, "postmark", 4, 40, 500)
+        runs.append({**run, "rows": email_rows(), "accepted": (run["requests"] - run["failures"]) * 500})
+    runs.sort(key=lambda run: run["emails_per_second"])
+    return {**runs[1], "runs": [run["emails_per_second"] for run in runs], "rows": sum(run["rows"] for run in runs),
+            "accepted": sum(run["accepted"] for run in runs), "failures": sum(run["failures"] for run in runs)}  # fmt: skip
+
+
+def smtp_load(port: int, key: str, seconds: float) -> dict:
+    """One run of bench/smtp_load.py's SMTP_CLIENTS clients, in processes of their own."""
+    done = subprocess.run([PYTHON, "-m", "bench.smtp_load", "send", str(port), key, str(SMTP_CLIENTS), str(seconds)],
+                          cwd=ROOT, check=True, capture_output=True, text=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def smtp_ingest(key: str) -> dict:
+    """Row 9: `manage.py smtpd` and a bare aiosmtpd server (bench/smtp_load.py) under the same 8 clients, runs
+    alternated (this VM's speed wanders), the middle of three each. Every 250 from smtpd must be a row; every
+    250 from the bare server a message it received."""
+    from emails.models import Email
+
+    port = free_port()
+    smtpd = start([PYTHON, "manage.py", "smtpd"], env={"MAIL_SMTP_LISTEN": f"127.0.0.1:{port}"}, log="smtpd", cwd=CODE)
+    wait_for(lambda: log_has("smtpd", "Listening for SMTP"), 60, "manage.py smtpd")
+    bare_port = free_port()
+    bare = start([PYTHON, "-m", "bench.smtp_load", "sink", str(bare_port)], log="smtp-bare")
+    wait_for(lambda: _accepts(bare_port), 10, "the bare aiosmtpd server")
+    warm = [smtp_load(port, key, 1), smtp_load(bare_port, key, 1)]  # imports, the door's database connections
+    ours, ceiling = [], []
+    for _ in range(3):
+        clear_emails()
+        run = smtp_load(port, key, SMTP_SECONDS)
+        ids = set(run.pop("ids"))
+        rows = Email.objects.filter(id__in=ids).count()
+        ours.append({**run, "rows": rows, "lost": run["accepted"] - rows, "unnamed": run["accepted"] - len(ids),
+                     "extra": email_rows() - rows})  # fmt: skip
+        run = smtp_load(bare_port, key, SMTP_SECONDS)
+        del run["ids"]
+        ceiling.append(run)
+    stop(smtpd)
+    stop(bare)
+    received = json.loads(next(line for line in (SCRATCH / "smtp-bare.log").read_text().splitlines()
+                               if line.startswith('{"received"')))["received"]  # fmt: skip
+
+    def middle(runs: list[dict]) -> dict:
+        ordered = sorted(runs, key=lambda run: run["messages_per_second"])
+        return {**ordered[1], "runs": [run["messages_per_second"] for run in ordered], "all": runs}
+
+    replies = sum((Counter(run["replies"]) for run in ours), Counter())
+    return {
+        "smtpd": {**middle(ours), **{n: sum(run[n] for run in ours) for n in ("accepted", "rows", "lost", "unnamed", "extra")},
+                  "replies": dict(replies)},
+        "bare": {**middle(ceiling), "accepted": sum(run["accepted"] for run in ceiling + warm[1:]), "received": received},
+    }  # fmt: skip
+
+
 # --- the run -------------------------------------------------------------------------------------
+
+_web: dict[str, str] = {}
+
+
+def web_url() -> str:
+    """gunicorn serving the measured code, as its gunicorn.conf.py says; started once, by the first row needing it."""
+    if "url" not in _web:
+        port = free_port()
+        start([str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}"], log="web", cwd=CODE)
+        wait_for(lambda: _accepts(port), 30, "gunicorn")
+        _web["url"] = f"http://127.0.0.1:{port}"
+    return _web["url"]
+
+
+def code_version() -> str:
+    done = subprocess.run(["git", "-C", str(CODE), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return f"{done.stdout.strip() or '?'} ({CODE})"
 
 
 def main() -> None:
     began = time.time()
     results: dict = {"cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "emails": DELIVERY_COUNT,
-                     "send_threads": int(os.environ["MAIL_SEND_THREADS"])}  # fmt: skip
+                     "send_threads": int(os.environ["MAIL_SEND_THREADS"]), "code": code_version(), "load_average": os.getloadavg()}  # fmt: skip
     setup_databases()
+    import emails
+
+    assert Path(emails.__file__).resolve().is_relative_to(CODE), f"{emails.__file__} is not BENCH_CODE's"
     n = DELIVERY_COUNT
 
     if "delivery" in ONLY:
@@ -427,6 +536,16 @@ def main() -> None:
 
     if "ingest" in ONLY:
         ingest_and_end_to_end(results, n)
+    if "postmark" in ONLY or "smtp" in ONLY:
+        from emails.services import api_key_create
+
+        _, key = api_key_create(name="bench-doors")
+    if "postmark" in ONLY:
+        print("8. Postmark batch ingest", flush=True)
+        results["postmark"] = postmark_ingest(web_url(), key)
+    if "smtp" in ONLY:
+        print(f"9. SMTP ingest, {SMTP_CLIENTS} clients, against a bare aiosmtpd server", flush=True)
+        results["smtp"] = smtp_ingest(key)
     if "ratelimit" in ONLY:
         print("6. rate limit accuracy", flush=True)
         results["rate_limit"] = rate_limit_accuracy(200, 10, 2000)
@@ -441,10 +560,7 @@ def ingest_and_end_to_end(results: dict, n: int) -> None:
     from emails.services import api_key_create
 
     _, key = api_key_create(name="bench")
-    port = free_port()
-    start([str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}"], log="web")
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _accepts(port), 30, "gunicorn")
+    url = web_url()
     results["ingest"] = http_ingest(key, url)
     results["reference_rate_200"] = reference_floor()
     results["postoffice_enqueue_one"] = postoffice_enqueue(2000, "one")
@@ -487,16 +603,46 @@ def report(r: dict) -> None:
         rows.append(("6. rate limit 200/s + burst 10 (peak/s)", rl["busiest_second"], rl["limit"] + rl["burst"], "peak <= limit + burst"))  # fmt: skip
     if "worker_rss_mb" in r:
         rows.append(("7. worker memory after 1 (PSS, MB)", r["worker_rss_mb"], "-", f'{r["worker_concurrency"]} processes x {r["send_threads"]} send threads'))  # fmt: skip
-    print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s\n")
+    if "postmark" in r:
+        pm = r["postmark"]
+        refused = f"; REFUSED: {pm['failures']} requests ({pm['statuses']})" if pm["failures"] else ""
+        rows.append(("8. Postmark batch, 500/req (emails/s)", pm["emails_per_second"], "-", "median of " + _runs(pm) + "; row 4's load" + refused))  # fmt: skip
+    if "smtp" in r:
+        ours, bare = r["smtp"]["smtpd"], r["smtp"]["bare"]
+        rows.append((f"9. SMTP ingest, {ours['clients']} smtplib clients (msg/s)", ours["messages_per_second"], bare["messages_per_second"], ratio(ours["messages_per_second"], bare["messages_per_second"]) + "; median of " + _runs(ours) + "; peer: bare aiosmtpd, " + _runs(bare)))  # fmt: skip
+    print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s")
+    print(f"code: {r['code']}; load average {r['load_average'][0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     print(f"{'scenario':42} {'mailservice':>12} {'peer':>12}  ratio")
     for name, ours, peer, note in rows:
         fmt = lambda v: f"{v:12.1f}" if isinstance(v, float | int) else f"{v:>12}"  # noqa: E731
         print(f"{name:42} {fmt(ours)} {fmt(peer)}  {note}")
-    print("\ndelivery checks (lost / duplicates):")
-    for name in ("delivery_0ms", "postoffice_0ms", "smtplib_ceiling", "delivery_20ms", "postoffice_20ms",
-                 "end_to_end", "rate_limit"):  # fmt: skip
+    checked = (
+        "delivery_0ms",
+        "postoffice_0ms",
+        "smtplib_ceiling",
+        "delivery_20ms",
+        "postoffice_20ms",
+        "end_to_end",
+        "rate_limit",
+    )
+    if any(name in r for name in checked):
+        print("\ndelivery checks (lost / duplicates):")
+    for name in checked:
         if name in r:
             print(f"  {name:18} lost {r[name]['lost']}, duplicates {r[name]['duplicates']}")
+    if "postmark" in r or "smtp" in r:
+        print("ingest checks (rows / accepted):")
+    if "postmark" in r:
+        pm = r["postmark"]
+        print(f"  {'postmark':18} {pm['rows']} / {pm['accepted']}, failed requests {pm['failures']}")
+    if "smtp" in r:
+        ours, bare = r["smtp"]["smtpd"], r["smtp"]["bare"]
+        others = {code: count for code, count in ours["replies"].items() if code != "250"}
+        print(
+            f"  {'smtpd':18} {ours['rows']} / {ours['accepted']}, other replies {others or 'none'}, "
+            f"250s naming no email {ours['unnamed']}, rows without a 250 {ours['extra']}"
+        )
+        print(f"  {'bare aiosmtpd':18} received {bare['received']} / {bare['accepted']}")
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(r, indent=2))
