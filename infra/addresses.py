@@ -16,10 +16,31 @@ class UnsafeTarget(ValueError):
     their kind."""
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address in their last 32 bits, which a gateway (NAT64, SIIT) or
+# an old host may reach: 64:ff9b::a00:1 is 10.0.0.1 behind a NAT64 gateway, as EKS or an AWS NAT gateway runs.
+IPV4_CARRYING = [
+    ipaddress.ip_network(prefix)
+    for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0/96", "::ffff:0:0:0/96")
+]
+# Only global unicast (2000::/3) is taken from IPv6; fec0::/10 (site-local) and the rest are not.
+IPV6_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+
+
 def is_public(address: str) -> bool:
+    """Whether `address` reaches only the public internet: for IPv6, any IPv4 address it carries (mapped,
+    compatible, NAT64, 6to4, Teredo) must be public too."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1 is 127.0.0.1
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        carried += [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) for net in IPV4_CARRYING if ip in net]
+        carried = [v4 for v4 in carried if v4 is not None]
+        if carried:  # reached through the IPv4 address it carries: that one decides
+            return all(_public_v4(v4) for v4 in carried)
+        return ip in IPV6_GLOBAL_UNICAST and ip.is_global
+    return _public_v4(ip)
+
+
+def _public_v4(ip: ipaddress.IPv4Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 

@@ -59,7 +59,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool,
     if parts.query:
         target += "?" + parts.query
     default_port = 443 if parts.scheme == "https" else 80
-    host_header = host if port == default_port else f"{_bracketed(host)}:{port}"
+    host_header = _bracketed(host) if port == default_port else f"{_bracketed(host)}:{port}"
     headers = {**headers, "Host": host_header}
     error = ""
     for address in addresses:  # the next address only when this one could not be connected to

@@ -19,6 +19,16 @@ from infra.addresses import UnsafeTarget, checked_addresses
         "http://100.64.0.1/hook",
         "http://0.0.0.0/hook",
         "http://224.0.0.1/hook",
+        # IPv6 forms carrying an inside IPv4 address: NAT64, IPv4-compatible, SIIT, 6to4; and site-local.
+        "http://[64:ff9b::a00:1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/hook",
+        "http://[64:ff9b:1::a00:1]/hook",
+        "http://[::7f00:1]/hook",
+        "http://[::ffff:0:7f00:1]/hook",
+        "http://[2002:7f00:1::1]/hook",
+        "http://[2002:a9fe:a9fe::1]/hook",
+        "http://[fec0::1]/hook",
+        "http://[fe80::1]/hook",
     ],
 )
 def test_a_url_reaching_inside_the_network_is_refused(url):
@@ -28,6 +38,11 @@ def test_a_url_reaching_inside_the_network_is_refused(url):
 
 def test_allowing_private_targets_lets_a_loopback_receiver_in():
     assert checked_addresses("http://127.0.0.1:9000/hook", allow_private=True) == ("127.0.0.1", 9000, ["127.0.0.1"])
+
+
+@pytest.mark.parametrize("address", ["2606:4700::1111", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1"])
+def test_a_public_ipv6_address_is_taken_also_when_it_carries_a_public_ipv4_one(address):
+    assert checked_addresses(f"http://[{address}]/hook", allow_private=False)[2] == [address]
 
 
 def test_a_public_address_is_taken_with_its_default_port():

@@ -166,7 +166,7 @@ def _attempt(message: _Claimed) -> _Result:
     headers = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Signer(message.secret).sign(msg_id, at, body),
+        "webhook-signature": Signer(message.secret).sign(msg_id, at, body.decode()),  # str: every 1.x signs it
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
     }

@@ -52,6 +52,8 @@ def webhook_create(*, api_key: ApiKey, url: str, events: list[str] | None = None
             f"Give an http:// or https:// URL of at most {MAX_URL_LENGTH} characters: no spaces, no user name or "
             "password."
         ]
+    elif not url.isascii():  # sent as the Host header, which is ASCII: the name in its punycode form is
+        errors["url"] = ["Write the URL in ASCII: an international domain name in its xn-- (punycode) form."]
     if errors:
         raise InvalidFields(errors)
     try:
@@ -73,11 +75,14 @@ def webhook_create(*, api_key: ApiKey, url: str, events: list[str] | None = None
 
 def webhook_delete(*, webhook: Webhook) -> None:
     """Turns the webhook off for good: no event is written for it any more, its pending messages are
-    disabled (none is delivered after this), and the API no longer shows it."""
+    disabled (no delivery starts after this; one a worker started just before may still arrive), and the API
+    no longer shows it."""
     with transaction.atomic():
-        Webhook.objects.filter(pk=webhook.pk).update(active=False, disabled_reason=DELETED)
+        # Messages first, then the webhook: the order in which a delivery's 410 locks them, so the two never
+        # wait for each other.
         pending = WebhookMessage.objects.filter(webhook=webhook, status=WebhookMessage.Status.PENDING)
         pending.update(status=WebhookMessage.Status.DISABLED)
+        Webhook.objects.filter(pk=webhook.pk).update(active=False, disabled_reason=DELETED)
 
 
 def _owned(api_key: ApiKey):
