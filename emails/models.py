@@ -352,6 +352,8 @@ class WebhookMessage(models.Model):
         indexes = [
             models.Index(fields=["next_attempt_at"], name="webhookmessage_due", condition=Q(status="pending")),
             models.Index(fields=["webhook", "-created_at"], name="webhookmessage_webhook"),
+            # The sweep deletes finished messages (with their attempts) after MAIL_WEBHOOK_KEEP_DAYS.
+            models.Index(fields=["created_at"], name="webhookmessage_finished", condition=~Q(status="pending")),
         ]
 
     def __str__(self) -> str:

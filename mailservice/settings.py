@@ -343,8 +343,12 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 CELERY_BEAT_SCHEDULE = {
     "sweep-stranded-emails": {"task": "emails.tasks.sweep_stranded", "schedule": MAIL_SWEEP_INTERVAL},
     # Webhook messages whose delivery is due: the first try when its kick was lost, and every retry.
-    "deliver-webhooks": {"task": "emails.tasks.deliver_webhooks", "schedule": 5.0},
+    "deliver-webhooks": {"task": "emails.tasks.deliver_webhooks", "schedule": 5.0, "options": {"expires": 5}},
 }
+# Webhook deliveries have a queue and a worker of their own (the Procfile's `webhooks`): a receiver that holds
+# each request for 10 s then delays other webhooks, never the sending of email.
+WEBHOOK_QUEUE = "webhooks"
+CELERY_TASK_ROUTES = {"emails.tasks.deliver_webhooks": {"queue": WEBHOOK_QUEUE}}
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connection before and after every task unless told to reuse it

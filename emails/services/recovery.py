@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from emails import queue
-from emails.models import Email, EmailEvent, IdempotencyKey
+from emails.models import Email, EmailEvent, IdempotencyKey, WebhookMessage
 from emails.services import webhook_outbox
 from infra import metrics
 
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 Status = Email.Status
 # Idempotency keys are kept at least 24 hours (the contract), then deleted by the sweep.
 IDEMPOTENCY_KEEP = timedelta(hours=48)
+# Finished webhook messages and their attempts are kept this long for GET /api/v1/webhooks/<id>/deliveries: the
+# retry schedule spans about a day, and a receiver's owner looks back over a few more.
+WEBHOOK_MESSAGES_KEEP_DAYS = 7
 # At most this many stranded rows are re-enqueued per sweep, and none while the queue holds more.
 SWEEP_BATCH = 1000
 
@@ -43,6 +46,7 @@ def emails_sweep_stranded(*, now: datetime | None = None) -> SweepResult:
     requeued = _requeue_stranded_pending(now)
     upcoming = _publish_upcoming(now)
     _delete_expired_idempotency_keys(now)
+    _delete_finished_webhook_messages(now)
     if recovered or failed or requeued or upcoming:
         log.info("sweep: %d recovered, %d failed, %d requeued, %d upcoming", len(recovered), failed, len(requeued),
                  upcoming)  # fmt: skip
@@ -54,6 +58,16 @@ def _delete_expired_idempotency_keys(now: datetime) -> None:
     # outlasts the workers' statement timeout, and so fail every sweep from then on.
     expired = IdempotencyKey.objects.filter(created_at__lt=now - IDEMPOTENCY_KEEP).order_by("created_at")
     IdempotencyKey.objects.filter(id__in=list(expired.values_list("id", flat=True)[: SWEEP_BATCH * 10])).delete()
+
+
+def _delete_finished_webhook_messages(now: datetime) -> None:
+    # Delivered, failed or disabled messages, with their attempts, once a receiver can no longer ask for them
+    # (GET /api/v1/webhooks/<id>/deliveries); bounded per sweep as the keys above.
+    finished = WebhookMessage.objects.exclude(status=WebhookMessage.Status.PENDING).filter(
+        created_at__lt=now - timedelta(days=WEBHOOK_MESSAGES_KEEP_DAYS)
+    )
+    ids = list(finished.order_by("created_at").values_list("id", flat=True)[: SWEEP_BATCH * 10])
+    WebhookMessage.objects.filter(id__in=ids).delete()
 
 
 def _publish_upcoming(now: datetime) -> int:

@@ -13,10 +13,12 @@ from uuid import UUID
 from celery import current_app
 
 from emails.models import Email, Webhook, WebhookMessage
+from infra.redis import get_redis
 
 log = logging.getLogger(__name__)
 
 DELIVER_TASK = "emails.tasks.deliver_webhooks"
+KICK_KEY = "mailservice:webhooks:kick"
 _EMAILS = Email._meta.db_table
 _WEBHOOKS = Webhook._meta.db_table
 _MESSAGES = WebhookMessage._meta.db_table
@@ -90,10 +92,15 @@ def enqueue_provider_event(cursor, *, email_id: UUID, event_type: str, at, detai
     return cursor.rowcount
 
 
+# Kicks within this long of one another are one: a burst of sends asks for one delivery run, not one per group.
+KICK_EVERY_MS = 200
+
+
 def kick() -> None:
-    """Asks a worker to deliver what was just written, after commit; the beat's sweep delivers it anyway
-    (and every retry) when the broker cannot be reached."""
+    """Asks the webhooks worker to deliver what was just written (call it after commit); beat asks every 5 s
+    anyway, which delivers every retry and what a lost kick left. At most one kick per KICK_EVERY_MS."""
     try:
-        current_app.send_task(DELIVER_TASK)
+        if get_redis().set(KICK_KEY, 1, nx=True, px=KICK_EVERY_MS):
+            current_app.send_task(DELIVER_TASK, expires=60)
     except Exception as exc:  # the outbox holds the messages: a lost kick only delays them
-        log.warning("webhooks: delivery not requested (%s); the sweep delivers them", type(exc).__name__)
+        log.warning("webhooks: delivery not requested (%s); beat's run delivers them", type(exc).__name__)

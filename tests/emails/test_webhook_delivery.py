@@ -292,7 +292,7 @@ def test_every_email_event_arrives_despite_first_deliveries_failing_and_a_worker
         make_due(email_id)
     processes = {"MAIL_WEBHOOK_ALLOW_PRIVATE": "1", "MAIL_LEASE_SECONDS": "3", "MAIL_SWEEP_INTERVAL": "1"}
 
-    first = services.worker(**processes)
+    first = services.worker(queues="celery,webhooks", **processes)
     wait_for(lambda: len(sink.received) >= EMAILS // 3, timeout=60, what="the worker to be sending")
     first.kill()  # between status changes and their deliveries: the first deliveries are still to come
     changed = Email.objects.filter(id__in=ids, status__in=["SENT", "FAILED"]).count()
@@ -301,7 +301,7 @@ def test_every_email_event_arrives_despite_first_deliveries_failing_and_a_worker
     # The dead worker's claims: taken back now, where the test would otherwise wait out their lease.
     WebhookMessage.objects.update(lease_until=None)
 
-    services.worker(**processes)
+    services.worker(queues="celery,webhooks", **processes)
     services.beat(**processes)
     wait_for(
         lambda: WebhookMessage.objects.filter(webhook=hook, status="delivered").count() == EMAILS,

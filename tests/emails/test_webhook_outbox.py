@@ -2,7 +2,10 @@
 a cancel, a lost worker's last lease, a provider's tracking event; only to the webhooks of the email's own key
 that ask for that event, with the contract's body."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from emails.models import Email, Webhook, WebhookMessage
 from emails.services import (
@@ -11,6 +14,7 @@ from emails.services import (
     email_record_delivery_event,
     email_send,
     emails_cancel,
+    emails_sweep_stranded,
     suppression_add,
 )
 from tests.conftest import make_due
@@ -103,3 +107,18 @@ def test_a_key_without_webhooks_writes_nothing(shop):
 
     assert Email.objects.get(id=email.id).status == "SENT"
     assert not WebhookMessage.objects.exists()
+
+
+def test_the_sweep_deletes_finished_messages_after_a_week_and_keeps_pending_ones(shop):
+    hook = Webhook.objects.create(api_key=shop, url="https://hooks.example.com/all")
+    long_ago = timezone.now() - timedelta(days=8)
+    old_delivered = WebhookMessage.objects.create(
+        webhook=hook, type="email.sent", payload={}, status="delivered", created_at=long_ago
+    )
+    old_pending = WebhookMessage.objects.create(webhook=hook, type="email.sent", payload={}, created_at=long_ago)
+    recent = WebhookMessage.objects.create(webhook=hook, type="email.sent", payload={}, status="failed")
+
+    emails_sweep_stranded()
+
+    assert set(WebhookMessage.objects.values_list("id", flat=True)) == {old_pending.id, recent.id}
+    assert not WebhookMessage.objects.filter(id=old_delivered.id).exists()
