@@ -46,7 +46,7 @@ OTHER_INFO = {"json", "text", "python"}
 
 # (document, the block's first line): why it does not run here.
 NOT_RUN = {
-    ("README.md", "make run    # every process (API, workers, beat, SMTP, stream); PostgreSQL and Redis too when none answer"): (
+    ("README.md", "make run    # the API and every other process; PostgreSQL and Redis too when none answer"): (
         "runs the whole service in the foreground until stopped"
     ),
     ("README.md", """echo "SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" >> .env"""): (
