@@ -74,7 +74,7 @@ def email_record_delivery_event(
             with connection.cursor() as cursor:
                 hooked = webhook_outbox.enqueue_provider_event(
                     cursor, email_id=email.id, event_type=PROVIDER_WEBHOOK_EVENTS[event_type], at=event.at,
-                    detail=detail,
+                    detail=detail, recipient=address,
                 )  # fmt: skip
             if hooked:
                 transaction.on_commit(webhook_outbox.kick)

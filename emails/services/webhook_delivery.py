@@ -93,18 +93,25 @@ def _claim(limit: int) -> list[_Claimed]:
     # One statement: rows others hold are skipped, not waited for; the lease is PostgreSQL's clock.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""UPDATE {_M} AS m
-                   SET lease_until = statement_timestamp() + %s * interval '1 second'
+            # A claim counts as the attempt it starts: one whose worker died, or hung past the lease, is not
+            # claimed again for ever, and a message that keeps doing that fails after MAX_ATTEMPTS claims.
+            f"""WITH given_up AS (
+                    UPDATE {_M} SET status = %s, lease_until = NULL
+                     WHERE status = %s AND next_attempt_at <= statement_timestamp() AND attempts >= %s
+                       AND lease_until < statement_timestamp()
+                )
+                UPDATE {_M} AS m
+                   SET lease_until = statement_timestamp() + %s * interval '1 second', attempts = m.attempts + 1
                   FROM {_W} AS w
                  WHERE w.id = m.webhook_id AND m.id IN (
                        SELECT id FROM {_M}
-                        WHERE status = %s AND next_attempt_at <= statement_timestamp()
+                        WHERE status = %s AND next_attempt_at <= statement_timestamp() AND attempts < %s
                           AND (lease_until IS NULL OR lease_until < statement_timestamp())
                         ORDER BY next_attempt_at
                         LIMIT %s
                           FOR UPDATE SKIP LOCKED)
              RETURNING m.id, m.webhook_id, w.url, w.secret, w.active, m.payload, m.attempts, m.lease_until""",  # noqa: S608 - ours
-            [LEASE_SECONDS, Status.PENDING, limit],
+            [Status.FAILED, Status.PENDING, MAX_ATTEMPTS, LEASE_SECONDS, Status.PENDING, MAX_ATTEMPTS, limit],
         )
         rows = cursor.fetchall()
     return [
@@ -128,17 +135,22 @@ def _deliver(messages: list[_Claimed], claimed_at: float, shutdown_deadline: Cal
     # An attempt starts only while it can end, and its outcome be written, inside the lease.
     starts_until = claimed_at + LEASE_SECONDS - TIMEOUT_SECONDS - 2 * LEASE_MARGIN_SECONDS
 
+    gone: set = set()  # webhooks that answered 410 during this batch: their other messages are not sent
+
     def attempt(message: _Claimed) -> _Result | None:
-        if not message.active:  # its webhook was turned off after the message was written
+        if not message.active or message.webhook_id in gone:  # turned off after the message was written
             return _Result(message, Status.DISABLED)
         if time.monotonic() > starts_until or shutdown_deadline() is not None:
             return None  # handed back below, for the next claim
         try:
-            return _attempt(message)
+            result = _attempt(message)
+            if result.outcome == Status.DISABLED:
+                gone.add(message.webhook_id)
+            return result
         except Exception as exc:  # a bug must still end in a recorded attempt, not a lease left to expire
             log.error("webhook message %s: unexpected %s while delivering", message.id, type(exc).__name__)
             answer = safe_http.Answer(error=f"internal error: {type(exc).__name__}")
-            return _Result(message, *_next(message.attempts + 1, answer), at=datetime.now(UTC), answer=answer)
+            return _Result(message, *_next(message.attempts, answer), at=datetime.now(UTC), answer=answer)
 
     results = list(_threads().map(attempt, messages))
     done = [r for r in results if r is not None]
@@ -175,7 +187,7 @@ def _attempt(message: _Claimed) -> _Result:
         message.url, body, headers, allow_private=settings.MAIL_WEBHOOK_ALLOW_PRIVATE, timeout=TIMEOUT_SECONDS
     )
     duration_ms = int((time.monotonic() - started) * 1000)
-    attempts = message.attempts + 1
+    attempts = message.attempts  # this one included: its claim counted it
     outcome, retry_in = _next(attempts, answer)
     log.info("webhook message %s (webhook %s) attempt %d: %s -> %s", message.id, message.webhook_id, attempts,
              answer.status or answer.error.partition(":")[0], outcome)  # fmt: skip
@@ -226,7 +238,7 @@ def _record(done: list[_Result], handed_back: list[_Claimed]) -> set[str]:
                 done AS (
                     UPDATE {_M} AS m
                        SET status = CASE v.outcome WHEN 'retry' THEN 'pending' ELSE v.outcome END,
-                           attempts = m.attempts + (v.at IS NOT NULL)::int,
+                           attempts = m.attempts - (v.at IS NULL)::int,  -- its claim counted one
                            next_attempt_at = COALESCE(statement_timestamp() + v.retry_in * interval '1 second',
                                                       m.next_attempt_at),
                            delivered_at = CASE WHEN v.outcome = 'delivered' THEN v.at ELSE m.delivered_at END,
@@ -254,7 +266,7 @@ def _record(done: list[_Result], handed_back: list[_Claimed]) -> set[str]:
                        AND m.id NOT IN (SELECT id FROM v WHERE id IS NOT NULL) AND m.id <> ALL(%s::uuid[])
                 ),
                 back AS (
-                    UPDATE {_M} AS m SET lease_until = NULL
+                    UPDATE {_M} AS m SET lease_until = NULL, attempts = m.attempts - 1
                       FROM unnest(%s::uuid[], %s::timestamptz[]) AS b (id, lease)
                      WHERE m.id = b.id AND m.status = 'pending' AND m.lease_until = b.lease
                 )

@@ -24,9 +24,9 @@ _WEBHOOKS = Webhook._meta.db_table
 _MESSAGES = WebhookMessage._meta.db_table
 
 
-def payload_sql(row: str, event_type: str, event_at: str, event_detail: str) -> str:
+def payload_sql(row: str, event_type: str, event_at: str, event_detail: str, event_extra: str = "") -> str:
     """The body of an event about the email `row` (an alias of a relation with the email's columns, as the
-    change left them): the contract's {type, timestamp, data}."""
+    change left them): the contract's {type, timestamp, data}; `event_extra`, more pairs of data.event."""
     return f"""jsonb_build_object(
         'type', {event_type},
         'timestamp', {event_at},
@@ -34,16 +34,19 @@ def payload_sql(row: str, event_type: str, event_at: str, event_detail: str) -> 
             'id', {row}.id, 'status', {row}.status, 'to', to_jsonb({row}."to"), 'tags', to_jsonb({row}.tags),
             'metadata', {row}.metadata, 'provider', {row}.provider, 'provider_message_id', {row}.provider_message_id,
             'attempts', {row}.attempts, 'last_error', {row}.last_error,
-            'event', jsonb_build_object('type', {event_type}, 'at', {event_at}, 'detail', {event_detail})))"""
+            'event', jsonb_build_object(
+                'type', {event_type}, 'at', {event_at}, 'detail', {event_detail}{event_extra})))"""
 
 
-def insert_sql(*, source: str, row: str, event_type: str, event_at: str, event_detail: str, where: str) -> str:
+def insert_sql(
+    *, source: str, row: str, event_type: str, event_at: str, event_detail: str, where: str, event_extra: str = ""
+) -> str:
     """INSERT ... SELECT of one message per webhook of the email's key that asks for the event, for each email
     `row` of `source` (a FROM item: the emails table, or a CTE holding the emails' updated columns)."""
     return f"""INSERT INTO {_MESSAGES}
                    (id, webhook_id, email_id, type, payload, status, attempts, next_attempt_at, created_at)
             SELECT gen_random_uuid(), w.id, {row}.id, {event_type},
-                   {payload_sql(row, event_type, event_at, event_detail)},
+                   {payload_sql(row, event_type, event_at, event_detail, event_extra)},
                    'pending', 0, statement_timestamp(), statement_timestamp()
               FROM {source}
               JOIN {_WEBHOOKS} AS w ON w.api_key_id = {row}.api_key_id AND w.active
@@ -76,8 +79,9 @@ def enqueue_status_changes(cursor, email_ids: list[UUID]) -> int:
     return cursor.rowcount
 
 
-def enqueue_provider_event(cursor, *, email_id: UUID, event_type: str, at, detail: str) -> int:
-    """In the caller's transaction: messages for a provider's event (`email.bounced`, ...) about one email."""
+def enqueue_provider_event(cursor, *, email_id: UUID, event_type: str, at, detail: str, recipient: str) -> int:
+    """In the caller's transaction: messages for a provider's event (`email.bounced`, ...) about one email and
+    one of its recipients, which data.event names (`recipient`: an email to three addresses bounces for one)."""
     cursor.execute(
         insert_sql(
             source=f"{_EMAILS} AS e",
@@ -85,9 +89,10 @@ def enqueue_provider_event(cursor, *, email_id: UUID, event_type: str, at, detai
             event_type="%(type)s::text",
             event_at="to_jsonb(%(at)s::timestamptz)",
             event_detail="%(detail)s::text",
+            event_extra=", 'recipient', %(recipient)s::text",
             where="e.id = %(id)s",
         ),
-        {"type": event_type, "at": at, "detail": detail, "id": str(email_id)},
+        {"type": event_type, "at": at, "detail": detail, "recipient": recipient, "id": str(email_id)},
     )
     return cursor.rowcount
 

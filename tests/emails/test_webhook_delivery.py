@@ -321,3 +321,19 @@ def test_every_email_event_arrives_despite_first_deliveries_failing_and_a_worker
         by_id.setdefault(request.webhook_id, []).append(request.answered)
     assert len(by_id) == EMAILS
     assert all(answers[0] == 500 and answers[-1] == 200 for answers in by_id.values()), "a retry kept its id"
+
+
+def test_a_message_whose_every_claim_was_lost_ends_failed_and_is_not_claimed_for_ever(shop, receiver):
+    # A worker that died (or hung past the lease) on each of its claims: the claims counted as attempts.
+    _hook(shop, receiver)
+    _sent(shop)
+    message = WebhookMessage.objects.get()
+    WebhookMessage.objects.filter(id=message.id).update(
+        attempts=MAX_ATTEMPTS, lease_until=timezone.now() - timedelta(seconds=1)
+    )
+
+    webhooks_deliver_due()
+
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("failed", MAX_ATTEMPTS)
+    assert receiver.requests == []

@@ -96,6 +96,7 @@ def test_a_provider_bounce_writes_email_bounced_and_an_inactive_webhook_gets_not
 
     bounced = WebhookMessage.objects.get(type="email.bounced")
     assert bounced.payload["data"]["event"]["detail"] == "550 no such user"
+    assert bounced.payload["data"]["event"]["recipient"] == "alice@example.org"
     assert bounced.payload["data"]["status"] == "SENT"
     assert WebhookMessage.objects.count() == 2  # email.sent, then email.bounced; none for the inactive one
 
