@@ -8,6 +8,8 @@ same bytes, whatever happens to the email later."""
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from uuid import UUID
 
 from celery import current_app
@@ -102,10 +104,40 @@ KICK_EVERY_MS = 200
 
 
 def kick() -> None:
-    """Asks the webhooks worker to deliver what was just written (call it after commit); beat asks every 5 s
-    anyway, which delivers every retry and what a lost kick left. At most one kick per KICK_EVERY_MS."""
-    try:
-        if get_redis().set(KICK_KEY, 1, nx=True, px=KICK_EVERY_MS):
-            current_app.send_task(DELIVER_TASK, expires=60)
-    except Exception as exc:  # the outbox holds the messages: a lost kick only delays them
-        log.warning("webhooks: delivery not requested (%s); beat's run delivers them", type(exc).__name__)
+    """Asks the webhooks worker to deliver what was just written (call it after commit), from a background
+    thread: a broker that does not answer never holds up the caller (a send's recording, a provider's tracking
+    request). Beat asks every 5 s anyway, which delivers every retry and what a lost kick left."""
+    _kicker.wanted.set()
+    _kicker.ensure_running()
+
+
+class _Kicker:
+    """One thread per process that sends the delivery task when kicks came, at most one per KICK_EVERY_MS
+    across all processes (a Redis key set NX with that expiry)."""
+
+    def __init__(self) -> None:
+        self.wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            # A forked worker process has the event but not the thread: it starts its own.
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="webhook-kicks", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wanted.wait()
+            self.wanted.clear()
+            try:
+                if get_redis().set(KICK_KEY, 1, nx=True, px=KICK_EVERY_MS):
+                    current_app.send_task(DELIVER_TASK, expires=60)
+            except Exception as exc:  # the outbox holds the messages: a lost kick only delays them
+                log.warning("webhooks: delivery not requested (%s); beat's run delivers them", type(exc).__name__)
+
+
+_kicker = _Kicker()
