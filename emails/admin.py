@@ -352,18 +352,27 @@ class ReadOnly:
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting here would skip what the API's delete does (pending messages disabled) and lose the history.
+        return False
+
 
 @admin.register(Webhook)
 class WebhookAdmin(ReadOnly, admin.ModelAdmin):
     """A key's webhooks; the secret is never shown (it is the key's, shown once when the webhook was made)."""
 
-    list_display = ["url", "api_key", "active", "disabled_reason", "created_at"]
+    list_display = ["receiver", "api_key", "active", "disabled_reason", "created_at"]
     list_filter = ["active"]
     list_select_related = ["api_key"]
     search_fields = ["=id", "url"]
     fields = ["id", "api_key", "url", "events", "active", "disabled_reason", "created_at", "latest_messages"]
     readonly_fields = fields
     ordering = ["-created_at"]
+
+    @admin.display(description="receiver")
+    def receiver(self, webhook: Webhook) -> str:
+        """The URL without its query: a receiver's token often rides there, and a list is seen over shoulders."""
+        return webhook.url.split("?", 1)[0] + ("?…" if "?" in webhook.url else "")
 
     @admin.display(description="latest messages")
     def latest_messages(self, webhook: Webhook) -> str:
