@@ -1,33 +1,38 @@
 """The SMTP submission door (`manage.py smtpd`): aiosmtpd speaks SMTP, this handler turns a session into
 emails. AUTH checks the password as an API key, each message is read (emails.smtp_message), validated as
 POST /api/v1/emails validates and stored by the accepting service; the outcome is mapped to a reply in
-smtp_reply() alone.
+smtp_reply() alone. Messages that concurrent sessions finish while a commit is under way are stored together
+in the next (GroupCommit): one statement and one commit for many, each session still answered on its own
+and only once its row is committed.
 
 Nothing here touches the database on the event loop: a lookup or an insert waits for PostgreSQL (up to
 MAIL_DATABASE_TIMEOUT), and every other session would wait with it. They run in a small thread pool, each
-call between close_old_connections() as a request is."""
+call between close_old_connections() as a request is; reading a message runs there too, so that a large one
+never holds up the other sessions."""
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import logging
 import re
 from base64 import b64decode
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from uuid import UUID
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 
 from emails.authentication import valid_api_key
 from emails.errors import SENDER_NOT_ALLOWED, InvalidFields, TooLarge
 from emails.exceptions import DATABASE_ERRORS
 from emails.models import ApiKey
 from emails.rendering import RenderUnavailable
-from emails.services import email_create, email_fields
+from emails.services import email_create_batch, email_fields
 from emails.services.api_keys import api_key_may_send_as
 from emails.smtp_message import UnparsableMessage, message_fields
 
@@ -35,8 +40,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Each thread holds a database connection; a message's insert is one statement, so a few keep up with
-# many sessions.
+# Each thread holds a database connection; the messages waiting for a commit go in one statement, so a few
+# threads keep up with many sessions.
 DATABASE_THREADS = 4
 MAX_REPLY_TEXT = 400  # a reply line stays well within RFC 5321's 512 octets
 
@@ -62,6 +67,7 @@ class SubmissionHandler:
     def __init__(self, *, threads: int = DATABASE_THREADS) -> None:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="smtp-db")
         self.in_flight = 0  # messages being stored: a stop waits for them (the loop's thread only)
+        self.commits = GroupCommit(self._off_loop)
 
     async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, _as_a_request, function, *args)
@@ -125,17 +131,67 @@ class SubmissionHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.in_flight += 1
         try:
-            email_id, key_id = await self._off_loop(
-                _store, session.auth_data, envelope.mail_from, envelope.content, envelope.rcpt_tos
+            api_key, fields = await self._off_loop(
+                _read, session.auth_data, envelope.mail_from, envelope.content, envelope.rcpt_tos
             )
+            email_id = await self.commits.store(api_key, fields, len(envelope.content))
         except Exception as exc:  # every outcome becomes a reply, in smtp_reply()
             reply = smtp_reply(exc)
             log.info("SMTP message refused: %s (%s)", reply[:9], type(exc).__name__)
             return reply
         finally:
             self.in_flight -= 1
-        log.info("email %s submitted over SMTP as key %s", email_id, key_id)
+        log.info("email %s submitted over SMTP as key %s", email_id, api_key.pk)
         return f"250 2.0.0 Accepted as email {email_id}"
+
+
+class GroupCommit:
+    """Stores the messages of concurrent sessions together: while one INSERT commits, the messages read meanwhile
+    wait, then go in the next, one statement and one commit for all of them (email_create_batch, per API key).
+    Each session gets its own outcome: its email's id once that commit is done, or its own refusal; when the
+    commit fails, every session in it gets what it raised (the client keeps its message and retries)."""
+
+    def __init__(self, off_loop: Callable[..., Any]) -> None:
+        self._off_loop = off_loop
+        self.waiting: list[tuple[ApiKey, dict[str, Any], int, asyncio.Future]] = []
+        self.committer: asyncio.Task | None = None
+
+    async def store(self, api_key: ApiKey, fields: dict[str, Any], size: int) -> UUID:
+        """The id of the email stored from `fields` (validated), once committed; raises what smtp_reply() maps."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((api_key, fields, size, future))
+        if self.committer is None:
+            self.committer = asyncio.create_task(self._commit_while_waiting())
+        return await future
+
+    async def _commit_while_waiting(self) -> None:
+        try:
+            while self.waiting:
+                group = self._next_group()
+                try:
+                    outcomes = await self._off_loop(_store_together, [(key, fields) for key, fields, _, _ in group])
+                except Exception as exc:  # a statement of all of them: none was stored
+                    outcomes = [exc] * len(group)
+                for (*_, future), outcome in zip(group, outcomes, strict=True):
+                    if future.done():  # its session is gone (the connection closed): nobody to answer
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self.committer = None
+
+    def _next_group(self) -> list[tuple[ApiKey, dict[str, Any], int, asyncio.Future]]:
+        """The oldest waiting messages, as many as one batch request may carry in bytes (one at least): a
+        statement holds them all at once, as one JSON document."""
+        taken, size = 0, 0
+        for _, _, message_size, _ in self.waiting:
+            if taken and size + message_size > settings.MAIL_MAX_REQUEST_BYTES:
+                break
+            taken, size = taken + 1, size + message_size
+        group, self.waiting = self.waiting[:taken], self.waiting[taken:]
+        return group
 
 
 def _as_a_request(function: Callable[..., T], *args: Any) -> T:
@@ -148,9 +204,11 @@ def _as_a_request(function: Callable[..., T], *args: Any) -> T:
         close_old_connections()
 
 
-def _store(key: str, envelope_sender: str, message: bytes, envelope_recipients: list[str]) -> tuple[str, int]:
-    """(email id, API key id) of the email read from message, once its row is committed (email_create
-    inserts in a statement of its own: autocommit). Raises what smtp_reply() maps."""
+def _read(
+    key: str, envelope_sender: str, message: bytes, envelope_recipients: list[str]
+) -> tuple[ApiKey, dict[str, Any]]:
+    """(API key, fields validated as POST /api/v1/emails validates them) of the message: everything but
+    storing it. Raises what smtp_reply() maps."""
     api_key: ApiKey | None = valid_api_key(key)
     if api_key is None:
         raise KeyRevoked
@@ -160,10 +218,26 @@ def _store(key: str, envelope_sender: str, message: bytes, envelope_recipients: 
         message = "This API key may not send with the envelope sender (MAIL FROM) it gave."
         raise InvalidFields({"from": [message]}, code=SENDER_NOT_ALLOWED)
     fields = message_fields(message, envelope_recipients)
-    # The API's names (`from`), validated exactly as POST /api/v1/emails validates them.
-    validated = email_fields({"from": fields.pop("from_email"), **fields})
-    email = email_create(api_key=api_key, **validated)
-    return str(email.id), api_key.pk
+    # The API's names (`from`).
+    return api_key, email_fields({"from": fields.pop("from_email"), **fields})
+
+
+def _store_together(messages: list[tuple[ApiKey, dict[str, Any]]]) -> list[UUID | InvalidFields | TooLarge]:
+    """Stores the messages (API key, validated fields) in one transaction, a statement per API key among them;
+    returns, in order, each one's email id, or why the service refused it. Raises what the database raises
+    (nothing is stored then)."""
+    by_key: dict[int, list[int]] = {}
+    for index, (api_key, _) in enumerate(messages):
+        by_key.setdefault(api_key.pk, []).append(index)
+    outcomes: list[UUID | InvalidFields | TooLarge] = [None] * len(messages)  # type: ignore[list-item]
+    # Several keys: one commit still (each batch's own transaction becomes a savepoint in it).
+    with transaction.atomic() if len(by_key) > 1 else contextlib.nullcontext():
+        for indexes in by_key.values():
+            api_key = messages[indexes[0]][0]
+            results = email_create_batch(api_key=api_key, items=[messages[index][1] for index in indexes])
+            for index, result in zip(indexes, results, strict=True):
+                outcomes[index] = result["email"]["id"] if "email" in result else result["refused"]
+    return outcomes
 
 
 def smtp_reply(exc: BaseException) -> str:

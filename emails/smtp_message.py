@@ -9,10 +9,11 @@ than a linear pass over its bytes, and maps the parsed tree onto an email's fiel
 from __future__ import annotations
 
 import base64
+import functools
 import mimetypes
 import re
 from email.errors import HeaderParseError, InvalidBase64LengthDefect, MessageError
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import SMTP, EmailPolicy
@@ -40,6 +41,8 @@ ADDRESS_HEADERS = {
     "from", "sender", "reply-to", "to", "cc", "bcc",
     "resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc",
 }  # fmt: skip
+# Parsed headers kept for the rest of a message's reading: up to a line (RFC 5322's 998 characters) each.
+MAX_CACHED_HEADER_CHARS = 998
 # The header parser recurses once per nested '(' (a comment) and fails near a few hundred.
 MAX_PARENTHESES_NESTING = 50
 
@@ -77,6 +80,9 @@ class _Budget:
         self.header_fields = 0
         self.header_bytes = 0
         self.address_header_bytes = 0
+        # Each header object the message's parts were asked for: reading a part (its type, charset, file name,
+        # disposition) asks for the same few headers again and again, and each ask would parse again.
+        self.parsed_headers: dict[tuple[str, str], Any] = {}
 
     def new_part(self, policy: EmailPolicy) -> _Part:
         self.parts += 1
@@ -125,12 +131,33 @@ class _BoundedPolicy(EmailPolicy):
             raise UnparsableMessage(f"A header field nests parentheses more than {MAX_PARENTHESES_NESTING} deep.")
         return super().header_source_parse(sourcelines)
 
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        # A header object depends on its name and raw value only, and is not changed once made. Only short ones
+        # are kept (the MIME headers, read again and again): an object holds its parse tree, several times the
+        # size of its text, and the long ones (address lists) are read once.
+        if len(value) > MAX_CACHED_HEADER_CHARS:
+            return super().header_fetch_parse(name, value)
+        parsed = self.budget.parsed_headers.get((name, value))
+        if parsed is None:
+            parsed = self.budget.parsed_headers[name, value] = super().header_fetch_parse(name, value)
+        return parsed
+
 
 def _new_part(policy: _BoundedPolicy) -> _Part:
     return policy.budget.new_part(policy)
 
 
-_POLICY = _BoundedPolicy(message_factory=_new_part)  # otherwise policy.default
+class _Headers(HeaderRegistry):
+    """policy.default's header factory, making the class for a header name once: HeaderRegistry makes a new one
+    for each header it parses, which costs more than parsing a short header."""
+
+    # Bounded: the names come from clients. One registry, living as long as the process.
+    @functools.lru_cache(maxsize=256)  # noqa: B019
+    def __getitem__(self, name: str) -> type:
+        return super().__getitem__(name)
+
+
+_POLICY = _BoundedPolicy(message_factory=_new_part, header_factory=_Headers())  # otherwise policy.default
 
 
 def _parentheses_nesting(value: str) -> int:

@@ -291,6 +291,8 @@ MAIL_TEMPLATE_RENDER_SECONDS = env_number("MAIL_TEMPLATE_RENDER_SECONDS", 1, min
 MAIL_SMTP_LISTEN = env_str("MAIL_SMTP_LISTEN", "127.0.0.1:2587")
 MAIL_SMTP_TLS_CERT = env_str("MAIL_SMTP_TLS_CERT", "")
 MAIL_SMTP_TLS_KEY = env_str("MAIL_SMTP_TLS_KEY", "")
+# smtpd's processes, sharing its address (SO_REUSEPORT, Linux); 0: one per core.
+MAIL_SMTP_PROCESSES = env_int("MAIL_SMTP_PROCESSES", 0, minimum=0)
 # The stream door (manage.py consume_stream): entries on MAIL_STREAM, read in the consumer group "mailservice";
 # results appended to "<MAIL_STREAM>:results", trimmed to about MAIL_STREAM_RESULTS_MAXLEN entries; entries a
 # dead consumer left pending are claimed again after MAIL_STREAM_CLAIM_IDLE seconds.

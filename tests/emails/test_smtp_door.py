@@ -8,11 +8,13 @@ import datetime
 import ipaddress
 import os
 import re
+import signal
 import smtplib
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
@@ -24,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.core.mail import EmailMessage as DjangoEmailMessage
 from django.core.mail import get_connection
+from django.db import connection
 from django.utils import timezone
 
 from emails.models import ApiKey, Email
@@ -38,11 +41,12 @@ PDF = b"%PDF-1.4\n" + os.urandom(2000)
 ACCEPTED = re.compile(r"Accepted as email ([0-9a-f-]{36})")
 
 
-def _start_smtpd(services, **env: str) -> int:
-    """A `manage.py smtpd` process on a free loopback port (unless env says where), answering; its port."""
+def _start_smtpd(services, *args: str, **env: str) -> int:
+    """A `manage.py smtpd` process (`args` given to it) on a free loopback port (unless env says where),
+    answering; its port."""
     port = free_port()
     env = {"MAIL_SMTP_LISTEN": f"127.0.0.1:{port}", **env}
-    process = Process("smtpd", [sys.executable, "manage.py", "smtpd"], {**services.env, **env}, services.log_dir)
+    process = Process("smtpd", [sys.executable, "manage.py", "smtpd", *args], {**services.env, **env}, services.log_dir)
     services.processes.append(process)
 
     def answers() -> bool:
@@ -300,3 +304,159 @@ def test_it_stops_cleanly_on_sigterm(services):
         process.terminate()
         wait_for(process.exited, timeout=15, what="smtpd to exit")
     assert process.popen.returncode == 0
+
+
+def _send_together(clients: list[smtplib.SMTP], messages: list[bytes], *, before_answers=None) -> list[tuple[int, str]]:
+    """Each message sent on its own client's session, all at once; (code, text) of each DATA reply, in order.
+    `before_answers` runs once every message is sent, before any reply is read."""
+    sent = threading.Barrier(len(clients) + 1)
+    replies: list[tuple[int, str] | None] = [None] * len(clients)
+
+    def send(client: smtplib.SMTP, message: bytes, index: int) -> None:
+        assert client.mail("shop@example.com")[0] == 250
+        assert client.rcpt("alice@example.org")[0] == 250
+        assert client.putcmd("data") is None and client.getreply()[0] == 354
+        client.send(message + b".\r\n")  # smtplib's data() without its wait for the reply
+        sent.wait(timeout=30)
+        code, text = client.getreply()
+        replies[index] = (code, text.decode())
+
+    threads = [
+        threading.Thread(target=send, args=args) for args in zip(clients, messages, range(len(clients)), strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    sent.wait(timeout=30)
+    if before_answers is not None:
+        before_answers()
+    for thread in threads:
+        thread.join(timeout=60)
+    return replies
+
+
+def _inserts_waiting() -> bool:
+    """Whether a session waits for a lock on the emails table (pg_locks: read afresh inside a transaction too)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'emails_email'::regclass")
+        return cursor.fetchone()[0] > 0
+
+
+def test_messages_of_concurrent_sessions_committed_together_each_get_their_own_reply(services):
+    key, limited = _key(), _key(senders=["example.com"])
+    port = _start_smtpd(services, "--processes", "1")
+    sends = [(key, _message(Subject=f"Order {n}")) for n in range(6)]
+    sends.insert(3, (limited, _message(From="ops@elsewhere.org")))  # refused by the service, among the others
+    sends.append((limited, _message(Subject="From the limited key")))
+    clients = [_client(port, key) for key, _ in sends]
+
+    # The table locked: the first message's insert waits, and the others arrive meanwhile, to be committed
+    # together once it is done.
+    with connection.cursor() as locking:
+        locking.execute("BEGIN")
+        locking.execute("LOCK TABLE emails_email IN EXCLUSIVE MODE")
+
+        def release() -> None:
+            wait_for(_inserts_waiting, timeout=30, what="the first insert to wait for the lock")
+            locking.execute("COMMIT")
+
+        replies = _send_together(clients, [message for _, message in sends], before_answers=release)
+
+    codes = [code for code, _ in replies]
+    assert codes == [250, 250, 250, 550, 250, 250, 250, 250], replies
+    assert replies[3][1].startswith("5.7.1") and "from" in replies[3][1]
+    ids = [ACCEPTED.search(text).group(1) for code, text in replies if code == 250]
+    assert len(set(ids)) == 7
+    # Each 250 names its own message's email, committed when it was answered.
+    subjects = [Email.objects.get(id=email_id).subject for email_id in ids]
+    assert subjects == [f"Order {n}" for n in range(6)] + ["From the limited key"]
+    assert Email.objects.count() == 7
+    # Stored together: the emails of one statement have one creation time.
+    created = Email.objects.filter(api_key__key_hash=ApiKey.hash(key)).values_list("created_at", flat=True)
+    assert len(set(created)) < len(created)
+
+
+def test_messages_committed_together_while_the_database_is_down_are_each_451_then_taken(services, own_postgres):
+    key = _create_key(own_postgres.url)
+    port = _start_smtpd(services, "--processes", "1", DATABASE_URL=own_postgres.url)
+    clients = [_client(port, key) for _ in range(4)]  # logged in while the database answers
+    messages = [_message(Subject=f"Order {n}") for n in range(4)]
+    own_postgres.stop()
+    replies = _send_together(clients, messages)
+    assert [code for code, _ in replies] == [451] * 4
+    own_postgres.start()
+    replies = _send_together(clients, messages)  # the same sessions: a client retries on its connection
+    assert [code for code, _ in replies] == [250] * 4, replies
+    ids = sorted(ACCEPTED.search(text).group(1) for _, text in replies)
+    assert sorted(row[0] for row in own_postgres.query("SELECT id::text FROM emails_email")) == ids
+
+
+def _children(process: Process, count: int) -> list[int]:
+    """The ids of the `count` processes that `process` started (it answers before it has started them all)."""
+
+    def started() -> list[int] | None:
+        with open(f"/proc/{process.popen.pid}/task/{process.popen.pid}/children") as children:
+            pids = [int(child) for child in children.read().split()]
+        return pids if len(pids) == count else None
+
+    return wait_for(started, timeout=30, what=f"smtpd's {count} processes")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1].startswith("Z")  # ended, not yet collected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="--processes above 1 is Linux's SO_REUSEPORT")
+def test_with_three_processes_every_session_is_served_and_sigterm_stops_them_all(services):
+    key = _key()
+    port = _start_smtpd(services, "--processes", "3")
+    process = services.processes[-1]
+    children = _children(process, 3)
+    clients = [_client(port, key) for _ in range(12)]
+    replies = _send_together(clients, [_message(Subject=f"Order {n}") for n in range(12)])
+    assert [code for code, _ in replies] == [250] * 12, replies
+    assert Email.objects.count() == 12
+    process.terminate()  # the parent only, as Kubernetes and Docker send it
+    wait_for(process.exited, timeout=30, what="smtpd to exit")
+    assert process.popen.returncode == 0, process.log()
+    assert all(_gone(child) for child in children)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="--processes above 1 is Linux's SO_REUSEPORT")
+def test_with_processes_ctrl_c_stops_them_all_cleanly(services):
+    port = _start_smtpd(services, "--processes", "2")
+    process = services.processes[-1]
+    children = _children(process, 2)
+    with _client(port, _key()):
+        process.signal_group(signal.SIGINT)  # what a terminal's Ctrl-C sends: to every process of the group
+        wait_for(process.exited, timeout=30, what="smtpd to exit")
+    assert process.popen.returncode == 0, process.log()
+    assert all(_gone(child) for child in children)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="--processes above 1 is Linux's SO_REUSEPORT")
+def test_a_process_that_dies_ends_the_server_with_status_1_for_its_supervisor(services):
+    port = _start_smtpd(services, "--processes", "2")
+    process = services.processes[-1]
+    first, second = _children(process, 2)
+    os.kill(first, signal.SIGKILL)
+    wait_for(process.exited, timeout=30, what="smtpd to exit")
+    assert process.popen.returncode == 1
+    assert _gone(second)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="--processes above 1 is Linux's SO_REUSEPORT")
+def test_a_second_server_on_a_taken_address_refuses_to_start(services):
+    port = _start_smtpd(services, "--processes", "2")
+    env = {**services.env, "MAIL_SMTP_LISTEN": f"127.0.0.1:{port}"}
+    for processes in ("1", "2"):
+        result = subprocess.run([sys.executable, "manage.py", "smtpd", "--processes", processes], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode != 0
+        assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr

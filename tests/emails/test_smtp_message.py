@@ -129,6 +129,25 @@ def test_a_python_email_message_with_alternatives_related_and_attachments_is_rea
     assert _stored(fields).bcc == ["archive@example.net"]
 
 
+def test_parts_with_the_same_headers_are_each_read_as_their_own(sink):
+    message = EmailMessage()
+    message["From"] = "Shop <shop@example.com>"
+    message["To"] = "alice@example.org"
+    message["Subject"] = "Your invoices"
+    message.set_content("Both attached.\n")
+    for content in (PDF, PDF[::-1]):  # the same type, name and encoding: headers alike, contents not
+        message.add_attachment(content, "application", "pdf", filename="invoice.pdf")
+    _smtp_send(sink, message.as_bytes(policy=SMTP), "shop@example.com", ["alice@example.org"])
+
+    fields = _received(sink)
+
+    assert fields["text"] == "Both attached.\n"
+    assert _files(fields) == [
+        ("invoice.pdf", PDF, "application/pdf", None),
+        ("invoice.pdf", PDF[::-1], "application/pdf", None),
+    ]
+
+
 def test_a_plain_text_message_as_cron_sends_it_is_read(sink):
     message = Message()  # no MIME headers at all, 8-bit UTF-8 text: what cron hands to sendmail
     message["From"] = "root@build.example.com (Cron Daemon)"
