@@ -4,8 +4,10 @@ Starts its own sinks (Postfix's smtp-sink for 0 ms, an aiosmtpd sink for 20 ms),
 gunicorn against databases of its own, verifies every delivery at the sink (lost and duplicated
 emails are counted by their id header), prints a table and writes var/bench/results-<time>.json.
 
-The doors in beside the REST API: the Postmark batch (row 8, counted in rows) and `manage.py smtpd` under 8
-smtplib clients against a bare aiosmtpd server's ceiling (row 9, every 250 counted in rows).
+The doors in beside the REST API: the Postmark batch (row 8, counted in rows), `manage.py smtpd` under 8
+smtplib clients against a bare aiosmtpd server's ceiling (row 9, every 250 counted in rows) and the Redis stream
+read by one and two `manage.py consume_stream` processes (row 10, every result counted, every email a row).
+Row 11 is row 1's delivery with a webhook on every email's key, its deliveries counted at a local receiver.
 
 BENCH_CODE=<a checkout> measures that checkout's code (its manage.py, gunicorn.conf.py, workers) with this
 bench, e.g. a `git worktree` of an older commit beside this one.
@@ -31,14 +33,18 @@ OUT = ROOT / "var" / "bench"
 POSTFIX = OUT / "postfix"
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-DB = "mailservice_bench"
-PO_DB = "postoffice_bench"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+# Databases and a Redis db of the bench's own (recreated and flushed by each run); other names for a second
+# run beside this one.
+DB = os.environ.get("BENCH_DATABASE", "mailservice_bench")
+PO_DB = os.environ.setdefault("POSTOFFICE_DB", "postoffice_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
 os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
 # A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
-ONLY = set(os.environ.get("BENCH_ONLY", "delivery,delivery20,ingest,ratelimit,postmark,smtp").split(","))
+ONLY = set(
+    os.environ.get("BENCH_ONLY", "delivery,delivery20,ingest,ratelimit,postmark,smtp,stream,webhooks").split(",")
+)
 # The code measured: this checkout, or BENCH_CODE's. The bench's own modules always run from this one.
 CODE = Path(os.environ.get("BENCH_CODE", ROOT)).resolve()
 if CODE != ROOT:
@@ -49,6 +55,9 @@ if CODE != ROOT:
     os.environ["PYTHONPATH"] = str(CODE)
 SMTP_CLIENTS = 8
 SMTP_SECONDS = 5
+# Row 10's stream: a name of the bench's own, so that nothing else reading MAIL_STREAM's default takes its entries.
+STREAM = "bench:submit"
+STREAM_COUNT = int(os.environ.get("BENCH_STREAM_COUNT", "10000"))
 SCRATCH = Path(tempfile.mkdtemp(prefix="mailservice-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 
 os.environ.update(
@@ -58,6 +67,8 @@ os.environ.update(
     LOG_LEVEL="WARNING",
     PROMETHEUS_MULTIPROC_DIR=str(SCRATCH / "prometheus"),
     MAIL_PROVIDERS='[{"name": "sink", "backend": "locmem"}]',
+    # Row 11's receiver is on loopback, which webhooks refuse otherwise.
+    MAIL_WEBHOOK_ALLOW_PRIVATE="1",
 )
 # The settings refuse to start without a key (DEBUG is off, as in production): one for this run's processes only.
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
@@ -246,6 +257,21 @@ def clear_emails() -> None:
     get_redis().flushdb()
 
 
+def clear_rows() -> None:
+    """As clear_emails(), but the stream and its group are kept: a consumer is reading them (deleting the stream
+    under a blocked read costs it an error and a backoff)."""
+    from django.db import connection
+
+    from infra.redis import get_redis
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE emails_emailevent, emails_email, emails_idempotencykey CASCADE")
+    client = get_redis()
+    stale = [name for name in client.scan_iter(count=1000) if not name.startswith(STREAM.encode())]
+    if stale:
+        client.delete(*stale)
+
+
 def email_rows() -> int:
     from emails.models import Email
 
@@ -262,7 +288,7 @@ def reset_postoffice() -> None:
     conn.close()
 
 
-def accepted_emails(count: int) -> list[str]:
+def accepted_emails(count: int, api_key_id: int | None = None) -> list[str]:
     """`count` PENDING emails stored as the API stores them, not yet published."""
     from django.utils import timezone
 
@@ -270,7 +296,8 @@ def accepted_emails(count: int) -> list[str]:
 
     now = timezone.now()
     emails = [Email(from_email="Shop <shop@example.com>", to=["alice@example.org"], recipients=["alice@example.org"],
-                    subject="Your order", text="Thank you for your order.", created_at=now, next_attempt_at=now)
+                    subject="Your order", text="Thank you for your order.", created_at=now, next_attempt_at=now,
+                    api_key_id=api_key_id)
               for _ in range(count)]  # fmt: skip
     Email.objects.bulk_create(emails, batch_size=2000)
     return [str(e.id) for e in emails]
@@ -282,13 +309,15 @@ def sent_count() -> int:
     return Email.objects.filter(status=Email.Status.SENT).count()
 
 
-def start_workers(count: int = 1, concurrency: int = WORKER_CONCURRENCY, name: str = "worker") -> list:
+def start_workers(
+    count: int = 1, concurrency: int = WORKER_CONCURRENCY, name: str = "worker", queues: str = ""
+) -> list:
     workers = []
     for n in range(count):
         log = f"{name}-{n}-{time.monotonic_ns()}"
         workers.append(start([str(BIN / "celery"), "-A", "mailservice", "worker", "--concurrency", str(concurrency),
                               "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                              "--hostname", f"{log}@%h"], log=log, cwd=CODE))  # fmt: skip
+                              "--hostname", f"{log}@%h", *(["-Q", queues] if queues else [])], log=log, cwd=CODE))  # fmt: skip
         wait_for(lambda log=log: log_has(log, " ready."), 60, "a worker to be ready")
     return workers
 
@@ -489,6 +518,96 @@ def smtp_ingest(key: str) -> dict:
     }  # fmt: skip
 
 
+def stream_load(key: str, count: int) -> dict:
+    """One run of bench/stream_load.py, in a process of its own."""
+    done = subprocess.run([PYTHON, "-m", "bench.stream_load", REDIS_URL, STREAM, key, str(count)], cwd=ROOT,
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def stream_ingest(key: str, consumers: int, count: int) -> dict:
+    """Row 10: `count` entries to STREAM read by `consumers` consume_stream processes, the middle of three runs.
+    Each run checks one result per entry, each email a row (and no other row) and nothing left pending."""
+    from emails.models import Email
+    from emails.stream_door import GROUP
+    from infra.redis import get_redis
+
+    clear_emails()  # the stream and its group too: the consumers make them
+    processes = []
+    for n in range(consumers):
+        log = f"stream-{consumers}-{n}-{time.monotonic_ns()}"
+        processes.append(start([PYTHON, "manage.py", "consume_stream"], env={"MAIL_STREAM": STREAM}, log=log,
+                               cwd=CODE))  # fmt: skip
+        wait_for(lambda log=log: log_has(log, "Consuming"), 60, "manage.py consume_stream")
+    stream_load(key, 2000)  # imports, connections, the API key remembered
+    runs = []
+    for _ in range(3):
+        clear_rows()
+        run = stream_load(key, count)
+        ids = run.pop("email_ids")
+        rows = Email.objects.filter(id__in=ids).count()
+        pending = get_redis().xpending(STREAM, GROUP)["pending"]
+        runs.append({**run, "rows": rows, "distinct_emails": len(set(ids)), "extra": email_rows() - rows,
+                     "pending": pending})  # fmt: skip
+    for process in processes:
+        stop(process)
+    runs.sort(key=lambda run: run["entries_per_second"])
+    totals = ("entries", "answered", "duplicate_results", "errors", "rows", "distinct_emails", "extra", "pending")
+    return {**runs[1], "runs": [run["entries_per_second"] for run in runs], "consumers": consumers,
+            **{name: sum(run[name] for run in runs) for name in totals}}  # fmt: skip
+
+
+class WebhookReceiver:
+    """bench/webhook_receiver.py: 204 at once to every POST; the webhook-id and arrival time of each."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
+        self.out = SCRATCH / "webhooks.txt"
+        self.process = start([PYTHON, "-m", "bench.webhook_receiver", str(self.port), str(self.out)], log="receiver")
+        wait_for(lambda: _accepts(self.port), 10, "the webhook receiver")
+
+    def arrivals(self) -> list[tuple[str, float]]:
+        stop(self.process)
+        return [(i, float(t)) for i, t in (line.split() for line in self.out.read_text().splitlines())]
+
+
+def deliver_with_webhook(sink, count: int) -> dict:
+    """Row 11: row 1's delivery, each email's key with one webhook (every event) to a local receiver. Emails are
+    counted at the sink, webhook messages (email.sent, one per email) by webhook-id at the receiver."""
+    from django.conf import settings
+
+    from emails import queue
+    from emails.models import WebhookMessage
+    from emails.services import api_key_create
+    from emails.services.webhooks import webhook_create
+
+    reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
+    receiver = WebhookReceiver()
+    api_key, _ = api_key_create(name="bench-webhooks")
+    webhook_create(api_key=api_key, url=receiver.url)
+    ids = accepted_emails(count, api_key_id=api_key.id)
+    [worker] = start_workers()
+    # Deliveries routed to a queue of their own are a worker's of their own, as the Procfile's `webhooks`.
+    queue_name = getattr(settings, "CELERY_TASK_ROUTES", {}).get("emails.tasks.deliver_webhooks", {}).get("queue")
+    webhook_workers = start_workers(concurrency=1, name="webhooks", queues=queue_name) if queue_name else []
+    started = time.time()
+    queue.publish(ids)
+    wait_for(lambda: sent_count() == count, 600, "every email SENT", interval=0.2)
+    delivered = WebhookMessage.objects.filter(status=WebhookMessage.Status.DELIVERED)
+    wait_for(lambda: delivered.count() >= count, 600, "every webhook message delivered", interval=0.2)
+    for process in [worker, *webhook_workers]:
+        stop(process)
+    emails = verify(sink.arrivals(), set(ids))
+    messages = {"msg_" + m.hex for m in WebhookMessage.objects.values_list("id", flat=True)}
+    hooks = receiver.arrivals()
+    webhooks = {**verify(hooks, messages), "messages": len(messages),
+                "statuses": dict(Counter(WebhookMessage.objects.values_list("status", flat=True)))}  # fmt: skip
+    # From the publish to the last webhook: what a client waiting for every email.sent sees.
+    webhooks["all_per_second"] = count / (max(t for _, t in hooks) - started) if hooks else 0.0
+    return {"emails": emails, "webhooks": webhooks}
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 _web: dict[str, str] = {}
@@ -546,6 +665,21 @@ def main() -> None:
     if "smtp" in ONLY:
         print(f"9. SMTP ingest, {SMTP_CLIENTS} clients, against a bare aiosmtpd server", flush=True)
         results["smtp"] = smtp_ingest(key)
+    if "stream" in ONLY:
+        from emails.services import api_key_create
+
+        _, key = api_key_create(name="bench-stream")
+        print(f"10. stream ingest, {STREAM_COUNT} entries, one and two consumers", flush=True)
+        results["stream"] = {str(n): stream_ingest(key, n, STREAM_COUNT) for n in (1, 2)}
+    if "webhooks" in ONLY:
+        print(f"11. delivery of {n} accepted emails, 0 ms sink, a webhook on their key", flush=True)
+        if "delivery_0ms" not in results:  # row 1, the same delivery without a webhook, measured in this run
+            sink = SmtpSink("ours-0ms")
+            results["delivery_0ms"], results["worker_rss_mb"] = deliver_mailservice(sink, n)
+            sink.close()
+        sink = SmtpSink("webhooks-0ms")
+        results["webhooks"] = deliver_with_webhook(sink, n)
+        sink.close()
     if "ratelimit" in ONLY:
         print("6. rate limit accuracy", flush=True)
         results["rate_limit"] = rate_limit_accuracy(200, 10, 2000)
@@ -580,7 +714,9 @@ def report(r: dict) -> None:
         return f"{a / b:.2f}x" if b else "-"
 
     rows = []
-    if "delivery_0ms" in r:
+    if "delivery_0ms" in r and "postoffice_0ms" not in r:  # measured for row 11 only, without its peers
+        rows.append(("1. delivery, 0 ms sink (emails/s)", r["delivery_0ms"]["per_second"], "-", "for row 11; no peers run"))  # fmt: skip
+    if "postoffice_0ms" in r:
         ours0, po0, ceil = r["delivery_0ms"], r["postoffice_0ms"], r["smtplib_ceiling"]
         rows += [
             ("1. delivery, 0 ms sink (emails/s)", ours0["per_second"], po0["per_second"], ratio(ours0["per_second"], po0["per_second"])),
@@ -610,6 +746,15 @@ def report(r: dict) -> None:
     if "smtp" in r:
         ours, bare = r["smtp"]["smtpd"], r["smtp"]["bare"]
         rows.append((f"9. SMTP ingest, {ours['clients']} smtplib clients (msg/s)", ours["messages_per_second"], bare["messages_per_second"], ratio(ours["messages_per_second"], bare["messages_per_second"]) + "; median of " + _runs(ours) + "; peer: bare aiosmtpd, " + _runs(bare)))  # fmt: skip
+    if "stream" in r:
+        for consumers, st in r["stream"].items():
+            rows.append((f"10. stream ingest, {consumers} consumer{'s' if consumers != '1' else ''} (entries/s)", st["entries_per_second"], "-", "target >= 5000; median of " + _runs(st)))  # fmt: skip
+    if "webhooks" in r:
+        wh, plain = r["webhooks"], r["delivery_0ms"]
+        rows += [
+            ("11. delivery + webhook, 0 ms (emails/s)", wh["emails"]["per_second"], plain["per_second"], ratio(wh["emails"]["per_second"], plain["per_second"]) + "; peer: row 1, no webhook"),
+            ("    its webhooks (deliveries/s)", wh["webhooks"]["per_second"], "-", f'all {wh["webhooks"]["messages"]} done at {wh["webhooks"]["all_per_second"]:.0f}/s from the publish'),
+        ]  # fmt: skip
     print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s")
     print(f"code: {r['code']}; load average {r['load_average'][0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     print(f"{'scenario':42} {'mailservice':>12} {'peer':>12}  ratio")
@@ -625,12 +770,14 @@ def report(r: dict) -> None:
         "end_to_end",
         "rate_limit",
     )
-    if any(name in r for name in checked):
+    checks = {name: r[name] for name in checked if name in r}
+    if "webhooks" in r:
+        checks["webhook, emails"], checks["webhook, its posts"] = r["webhooks"]["emails"], r["webhooks"]["webhooks"]
+    if checks:
         print("\ndelivery checks (lost / duplicates):")
-    for name in checked:
-        if name in r:
-            print(f"  {name:18} lost {r[name]['lost']}, duplicates {r[name]['duplicates']}")
-    if "postmark" in r or "smtp" in r:
+    for name, figures in checks.items():
+        print(f"  {name:18} lost {figures['lost']}, duplicates {figures['duplicates']}")
+    if "postmark" in r or "smtp" in r or "stream" in r:
         print("ingest checks (rows / accepted):")
     if "postmark" in r:
         pm = r["postmark"]
@@ -643,6 +790,12 @@ def report(r: dict) -> None:
             f"250s naming no email {ours['unnamed']}, rows without a 250 {ours['extra']}"
         )
         print(f"  {'bare aiosmtpd':18} received {bare['received']} / {bare['accepted']}")
+    for consumers, st in r.get("stream", {}).items():
+        print(
+            f"  {'stream, ' + consumers:18} {st['rows']} / {st['entries']} (distinct emails {st['distinct_emails']}), "
+            f"answered {st['answered']}, second results {st['duplicate_results']}, errors {st['errors']}, "
+            f"rows without a result {st['extra']}, left pending {st['pending']}"
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(r, indent=2))

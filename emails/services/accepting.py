@@ -249,42 +249,43 @@ def email_create_batch_once(items: list[OnceItem]) -> list[dict[str, Any]]:
     same key. Items of several API keys may share a call. A refused item stores no key: sent again, it is
     judged again.
 
-    The new emails and their keys go in one transaction, each in one statement (keys first, in key order, so
-    that concurrent callers wait for each other instead of deadlocking); each item's templates render as one
-    POST /api/v1/emails renders its own. Raises what the database raises (nothing is stored then)."""
+    The keys and the new emails go in one statement (keys first, in key order, so that concurrent callers wait
+    for each other instead of deadlocking; an email only for a key inserted); keys stored before are then looked
+    up, for the items whose key was not inserted, only when there are any. So every item is rendered, a repeat
+    too (as one POST /api/v1/emails renders its own), and a repeat's answer is the stored one whatever its
+    rendering says now. Raises what the database raises (nothing is stored then)."""
     if not items:
         return []
     first: dict[tuple[int, str], int] = {}  # (api key id, key) → the index of its first item
     for index, item in enumerate(items):
         first.setdefault((item.api_key.id, item.key), index)
     results: list[dict[str, Any] | None] = [None] * len(items)
-    earlier = _stored_once_keys(list(first))
     now, defaults = timezone.now(), _defaults()
     new: dict[tuple[int, str], dict[str, Any]] = {}
-    templates_of = _templates_by_key([items[index] for ident, index in first.items() if ident not in earlier])
+    refused: dict[tuple[int, str], InvalidFields | TooLarge] = {}
+    templates_of = _templates_by_key([items[index] for index in first.values()])
     for ident, index in first.items():
         item = items[index]
-        if ident in earlier:
-            results[index] = _replayed(item, earlier[ident])
-            continue
         try:
             # Per item, as a single submit's: an entry's fate does not depend on what shares its batch.
             with _Templates(templates_of[item.api_key.id], max_total_bytes=settings.MAIL_MAX_EMAIL_BYTES) as templates:
-                row = _new_row(api_key=item.api_key, now=now, templates=templates, defaults=defaults, **item.fields)
-            new[ident] = row
+                new[ident] = _new_row(
+                    api_key=item.api_key, now=now, templates=templates, defaults=defaults, **item.fields
+                )
         except (InvalidFields, TooLarge) as exc:
-            results[index] = {"refused": exc}
+            refused[ident] = exc
     with transaction.atomic():
-        hashes = {ident: (items[first[ident]].request_hash, row["id"]) for ident, row in new.items()}
-        stored = _insert_once_keys(hashes, now)
-        raced = [ident for ident in new if ident not in stored]
-        if raced:  # a concurrent caller stored these keys since they were looked up: theirs are the emails
-            concurrent = _stored_once_keys(raced)
-            for ident in raced:
-                del new[ident]
-                results[first[ident]] = _replayed(items[first[ident]], concurrent[ident])
+        stored = _insert_once(new, {ident: items[first[ident]].request_hash for ident in new}, now, defaults)
+        # Stored before, by an earlier call or a concurrent one (the insert waited for it): theirs are the emails.
+        others = [ident for ident in first if ident not in stored]
+        earlier = _stored_once_keys(others)
+        for ident in others:
+            new.pop(ident, None)
+            if ident in earlier:
+                results[first[ident]] = _replayed(items[first[ident]], earlier[ident])
+            else:  # refused, and new: judged again when sent again
+                results[first[ident]] = {"refused": refused[ident]}
         rows = list(new.values())
-        _insert(rows)
         _publish_when_due(rows, now)
     for ident, row in new.items():
         results[first[ident]] = {"email_id": row["id"], "replayed": False}
@@ -309,14 +310,21 @@ def _templates_by_key(items: list[OnceItem]) -> dict[int, dict[str, Template]]:
 
 
 def _stored_once_keys(idents: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, Any]]:
-    """(request_hash, response) of the stored keys among `idents`, in one query."""
+    """(request_hash, response) of the stored keys among `idents`, in one query: a look-up in the unique index per
+    key, whatever the table's statistics say (joined to an IN list, a table just grown or truncated was read
+    whole, for every batch)."""
     if not idents:
         return {}
     table = IdempotencyKey._meta.db_table
     with connection.cursor() as cursor:
+        # LIMIT 1 (the key is unique): the subquery is not flattened into a join, which the planner may scan for.
         cursor.execute(
-            f"""SELECT api_key_id, key, request_hash, response FROM {table}
-                WHERE (api_key_id, key) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))""",  # noqa: S608
+            f"""SELECT i.api_key_id, i.key, i.request_hash, i.response
+                  FROM unnest(%s::bigint[], %s::text[]) AS wanted (api_key_id, key)
+                  CROSS JOIN LATERAL (
+                        SELECT api_key_id, key, request_hash, response FROM {table}
+                         WHERE api_key_id = wanted.api_key_id AND key = wanted.key
+                         LIMIT 1) AS i""",  # noqa: S608 - our table
             [[key_id for key_id, _ in idents], [key for _, key in idents]],
         )
         rows = cursor.fetchall()
@@ -327,27 +335,68 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value  # a cursor may give jsonb as its text
 
 
-def _insert_once_keys(keys: dict[tuple[int, str], tuple[str, UUID]], now: datetime) -> set[tuple[int, str]]:
-    """Inserts the keys (each with its email's id as the response) in one statement; returns those inserted.
-    One stored already, or by a concurrent transaction, is left as it is: the insert waits for that transaction
-    and skips the key if it committed."""
-    if not keys:
+def _insert_once(
+    rows: dict[tuple[int, str], dict[str, Any]],
+    hashes: dict[tuple[int, str], str],
+    now: datetime,
+    defaults: dict[str, Any],
+) -> set[tuple[int, str]]:
+    """Inserts each key (with its request's hash, and its row's email id as the response) and, for each key
+    inserted, its email row, in one statement; returns the keys inserted. A key stored already, or by a concurrent
+    transaction, is left as it is with no email: the insert waits for that transaction and skips the key if it
+    committed.
+
+    A row goes without the columns that hold `defaults`' own values (the rows' defaults, _new_row()'s), which
+    PostgreSQL takes from one record of them: most of a new email's columns hold defaults, and PostgreSQL reading
+    them again from each row's JSON was most of the insert's time."""
+    if not rows:
         return set()
-    table = IdempotencyKey._meta.db_table
-    document = [
-        {"api_key_id": key_id, "key": key, "request_hash": request_hash, "response": {"id": str(email_id)}}
-        for (key_id, key), (request_hash, email_id) in sorted(keys.items())
+    keys = [
+        {"api_key_id": key_id, "key": key, "request_hash": hashes[key_id, key], "response": {"id": str(row["id"])}}
+        for (key_id, key), row in sorted(rows.items(), key=lambda pair: pair[0])
     ]
+    lean = [{name: value for name, value in row.items() if defaults.get(name, _NO_DEFAULT) is not value}
+            for row in rows.values()]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""INSERT INTO {table} (api_key_id, key, request_hash, status_code, response, created_at)
-                SELECT api_key_id, key, request_hash, %s, response, %s
-                FROM jsonb_to_recordset(%s) AS k(api_key_id bigint, key text, request_hash text, response jsonb)
-                ORDER BY api_key_id, key
-                ON CONFLICT (api_key_id, key) DO NOTHING RETURNING api_key_id, key""",  # noqa: S608 - our table
-            [_ONCE_STATUS, now, json.dumps(document, ensure_ascii=False)],
+            _insert_once_statement(),
+            [
+                _ONCE_STATUS,
+                now,
+                json.dumps(keys, ensure_ascii=False),
+                json.dumps(defaults, default=str, ensure_ascii=False),
+                json.dumps(lean, default=str, ensure_ascii=False),  # UUIDs and datetimes as PostgreSQL reads them
+            ],
         )
         return {(key_id, key) for key_id, key in cursor.fetchall()}
+
+
+_NO_DEFAULT = object()
+
+
+@functools.cache
+def _insert_once_statement() -> str:
+    keys, emails = IdempotencyKey._meta.db_table, Email._meta.db_table
+    columns = [connection.ops.quote_name(field.column) for field in Email._meta.concrete_fields]
+    # As _insert_statement(): due by PostgreSQL's clock.
+    values = [
+        "COALESCE(send_at, statement_timestamp())" if column == '"next_attempt_at"' else column for column in columns
+    ]
+    return f"""WITH inserted AS (
+                   INSERT INTO {keys} (api_key_id, key, request_hash, status_code, response, created_at)
+                   SELECT api_key_id, key, request_hash, %s, response, %s
+                     FROM jsonb_to_recordset(%s) AS k(api_key_id bigint, key text, request_hash text, response jsonb)
+                    ORDER BY api_key_id, key
+                       ON CONFLICT (api_key_id, key) DO NOTHING
+                RETURNING api_key_id, key, (response ->> 'id')::uuid AS email_id
+               ),
+               emails AS (
+                   INSERT INTO {emails} ({", ".join(columns)})
+                   SELECT {", ".join(values)}
+                     FROM jsonb_populate_recordset(jsonb_populate_record(NULL::{emails}, %s), %s)
+                    WHERE id IN (SELECT email_id FROM inserted)
+               )
+               SELECT api_key_id, key FROM inserted"""  # noqa: S608 - table and column names are ours
 
 
 def _replayed(item: OnceItem, stored: tuple[str, Any]) -> dict[str, Any]:
