@@ -107,9 +107,11 @@ def _database_url(port: int) -> str:
     return f"postgres://{db['USER']}@127.0.0.1:{port}/{db['NAME']}"
 
 
-def _request(url: str, method: str = "GET", body: dict | None = None, *, key: str = "", cookie: str = ""):
+def _request(
+    url: str, method: str = "GET", body: dict | list | None = None, *, key: str = "", cookie: str = "", **headers: str
+):
     """(status, headers, body bytes, seconds); redirects are not followed."""
-    request = urllib.request.Request(url, method=method)
+    request = urllib.request.Request(url, method=method, headers=headers)
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     if cookie:
@@ -141,6 +143,14 @@ def _assert_every_door_answers_503(url: str) -> dict[str, float]:
         status, headers, content, seconds[f"{method} {path}"] = _request(url + path, method, body, key="any-key")
         assert (status, headers["Content-Type"]) == (503, "application/json"), (path, status, content)
         assert json.loads(content) == {"detail": "The database is unavailable; try again shortly."}
+        assert int(headers["Retry-After"]) > 0
+    postmark_message = {"From": "shop@example.com", "To": "alice@example.org", "Subject": "Hi", "TextBody": "Hi"}
+    for path, body in (("/email", postmark_message), ("/email/batch", [postmark_message])):
+        # The Postmark door answers as Postmark does when it cannot take mail: ErrorCode 100.
+        token = {"X-Postmark-Server-Token": "any-key"}
+        status, headers, content, seconds[f"POST {path}"] = _request(url + path, "POST", body, **token)
+        assert (status, headers["Content-Type"]) == (503, "application/json"), (path, status, content)
+        assert json.loads(content)["ErrorCode"] == 100
         assert int(headers["Retry-After"]) > 0
     for path in ("/admin/login/", "/dashboard/"):
         status, headers, content, seconds[f"GET {path}"] = _request(url + path, cookie=SESSION_COOKIE)
