@@ -108,7 +108,8 @@ class EmailAdmin(admin.ModelAdmin):
         ("Message", {"fields": ["from_email", "to", "cc", "bcc", "reply_to", "subject", "text", "html_preview",
                                 "html", "headers"]}),
         ("Tracking", {"fields": ["api_key", "test", "tags", "metadata", "resent_from"]}),
-        ("Times", {"fields": ["created_at", "send_at", "next_attempt_at", "lease_until", "sent_at", "updated_at"]}),
+        ("Times", {"fields": ["created_at", "send_at", "next_attempt_at", "lease_until", "sent_at", "updated_at",
+                             "erased_at"]}),
     ]  # fmt: skip
 
     class Media:

@@ -120,6 +120,11 @@ class EmailDetailApi(APIView):
         resent_from = serializers.UUIDField(
             source="resent_from_id", allow_null=True, help_text="The email this one resends; null: none."
         )
+        erased_at = UtcDateTimeField(
+            allow_null=True,
+            help_text="When retention erased its subject, bodies, headers and attachments (they show empty); null: "
+            "never.",
+        )
         message_stream = serializers.CharField(help_text="Its message stream, as submitted; empty: none.")
         track_opens = serializers.BooleanField(allow_null=True, help_text="Open tracking asked for; null: not asked.")
         track_clicks = serializers.BooleanField(allow_null=True, help_text="Click tracking asked for; null: not asked.")

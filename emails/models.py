@@ -125,9 +125,18 @@ class Email(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When retention (MAIL_RETENTION_DAYS) erased its subject, bodies, headers and attachments; null: never.
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
+            # Retention: final emails not erased yet, oldest first. Partial: an email enters it once, when it
+            # becomes SENT or FAILED, and leaves it when erased.
+            models.Index(
+                fields=["created_at"],
+                name="email_retention_due",
+                condition=Q(status__in=["SENT", "FAILED"], erased_at__isnull=True),
+            ),
             # The sweep: PENDING rows that are due; PROCESSING rows whose lease has passed.
             models.Index(fields=["next_attempt_at"], name="email_pending_due", condition=Q(status="PENDING")),
             models.Index(fields=["lease_until"], name="email_processing_lease", condition=Q(status="PROCESSING")),

@@ -19,6 +19,11 @@ def sweep_stranded() -> None:
 
 
 @shared_task
+def apply_retention() -> None:
+    services.emails_apply_retention()
+
+
+@shared_task
 def deliver_webhooks() -> None:
     webhooks_deliver_due(shutdown_deadline=shutdown_deadline)
 

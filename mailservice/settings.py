@@ -291,6 +291,13 @@ MAIL_TEMPLATE_RENDER_SECONDS = env_number("MAIL_TEMPLATE_RENDER_SECONDS", 1, min
 MAIL_SMTP_LISTEN = env_str("MAIL_SMTP_LISTEN", "127.0.0.1:2587")
 MAIL_SMTP_TLS_CERT = env_str("MAIL_SMTP_TLS_CERT", "")
 MAIL_SMTP_TLS_KEY = env_str("MAIL_SMTP_TLS_KEY", "")
+# Retention, off unless set (an upgrade never erases mail by surprise): emails final (SENT or FAILED) for longer
+# than MAIL_RETENTION_DAYS lose their subject, bodies, headers and attachments; after MAIL_DELETE_AFTER_DAYS
+# their rows are deleted. Beat applies them every minute, in bounded batches.
+MAIL_RETENTION_DAYS = env_int("MAIL_RETENTION_DAYS", 0, minimum=1) if os.environ.get("MAIL_RETENTION_DAYS") else None
+MAIL_DELETE_AFTER_DAYS = (
+    env_int("MAIL_DELETE_AFTER_DAYS", 0, minimum=1) if os.environ.get("MAIL_DELETE_AFTER_DAYS") else None
+)
 # smtpd's processes, sharing its address (SO_REUSEPORT, Linux); 0: one per core.
 MAIL_SMTP_PROCESSES = env_int("MAIL_SMTP_PROCESSES", 0, minimum=0)
 # The stream door (manage.py consume_stream): entries on MAIL_STREAM, read in the consumer group "mailservice";
@@ -344,6 +351,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BEAT_SCHEDULE = {
     "sweep-stranded-emails": {"task": "emails.tasks.sweep_stranded", "schedule": MAIL_SWEEP_INTERVAL},
+    "apply-retention": {"task": "emails.tasks.apply_retention", "schedule": 60.0, "options": {"expires": 60}},
     # Webhook messages whose delivery is due: the first try when its kick was lost, and every retry.
     "deliver-webhooks": {"task": "emails.tasks.deliver_webhooks", "schedule": 5.0, "options": {"expires": 5}},
 }
