@@ -226,6 +226,7 @@ class EmailEvent(models.Model):
         POSSIBLY_SENT = "possibly_sent"
         FAILED = "failed"
         RECOVERED = "recovered"  # a worker's lease passed; the email was queued again
+        RETRIED = "retried"  # a FAILED email given a fresh set of attempts (POST /api/v1/emails/retry)
         SUPPRESSED = "suppressed"  # recipients left out: they bounced or complained before
         CANCELLED = "cancelled"  # an operator cancelled it while it was PENDING
         # The provider's, from its tracking webhook (anymail's normalised event types)

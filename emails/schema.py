@@ -41,7 +41,8 @@ PROVIDER_MESSAGE_ID = "The id the provider gave the message, once SENT."
 LAST_ERROR = 'Why the latest try failed (or "suppressed", "cancelled"); empty once SENT.'
 EVENT_TYPES = (
     "sent, retry (a temporary failure), possibly_sent (the connection dropped after the message went: it may "
-    "arrive twice), failed, recovered (its worker was lost; queued again), suppressed (recipients left out), "
+    "arrive twice), failed, recovered (its worker was lost; queued again), retried (a FAILED email given fresh "
+    "attempts), suppressed (recipients left out), "
     "cancelled; then what the provider reports: delivered, bounced, deferred, complained, rejected, opened, "
     "clicked, unsubscribed, other."
 )
@@ -297,4 +298,74 @@ WEBHOOK_EXAMPLE = OpenApiExample(
     "Sends and bounces",
     request_only=True,
     value={"url": "https://hooks.example.com/mail", "events": ["email.sent", "email.failed", "email.bounced"]},
+)
+
+
+# --- suppressions and bulk retry ---------------------------------------------------------------------------
+
+SUPPRESSION_ADDRESS = OpenApiParameter(
+    "address",
+    {"type": "string", "maxLength": 320},
+    OpenApiParameter.PATH,
+    description="The suppressed address, in any case (`bob@example.org`).",
+)
+SUPPRESSION_NOT_FOUND = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description='`{"detail": "No such suppression."}`: the API key has not suppressed this address (another '
+    "key's, or one for every key that only an operator can lift, is not its own).",
+)
+SUPPRESSION_CREATE_ERRORS = {
+    **errors(401, 415, 429, 503),
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='Each bad field with its messages: `{"address": ["..."]}` for what is not an email address '
+        "alone (a name with it, or over 320 characters); fields it does not know are named too. Nothing was stored.",
+    ),
+}
+EMAIL_RETRY_ERRORS = {
+    **errors(401, 415, 422, 429, 503),
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='Each bad field with its messages: `{"status": ["..."]}` for a status other than FAILED, '
+        '`{"created_after": ["..."]}` for a time that is not one; fields it does not know are named too. Nothing '
+        "was retried.",
+    ),
+}
+
+SUPPRESSION_LIST = """The addresses the API key's emails are not sent to, newest first (the latest 500): those
+added through this API (`source` api), and those a provider's tracking webhook reported as a hard bounce or a
+complaint about one of the key's emails (`source` bounce, complaint). Another key's are not shown, and neither
+are the suppressions an operator made for every key: they apply to the key's emails too, and only an operator
+lifts them."""
+
+SUPPRESSION_CREATE = """Suppresses an address for the API key's emails: from now on it is left out of every
+email of the key's (an email to no other recipient is FAILED with `last_error` "suppressed"), whatever the
+provider. Other keys' emails to it are not affected. Answers 201 with the suppression; an address the key has
+already suppressed is answered 200 with the suppression as it was (its first `reason` stays)."""
+
+SUPPRESSION_DELETE = """Lifts the API key's suppression of the address: its emails to it are sent again, and a
+bounce or complaint reported later suppresses it again. An address the key has not suppressed is a 404: another
+key's suppressions, and those an operator made for every key, are not the key's to lift."""
+
+EMAIL_RETRY = """Sends the API key's FAILED emails again, those matching every filter given (created in a time
+range, last tried at a `provider`, a `last_error` containing a text): each goes back to PENDING with a fresh set
+of attempts, starting now, and gets a `retried` event. Emails that
+failed because every recipient is suppressed stay FAILED: lift the suppression first. Answers 202 with how many
+went back; they are sent in the next moments, as new submissions are."""
+
+SUPPRESSION_EXAMPLE = OpenApiExample(
+    "An address that asked to hear no more",
+    request_only=True,
+    value={"address": "bob@example.org", "reason": "asked by phone to get no more mail"},
+)
+EMAIL_RETRY_EXAMPLE = OpenApiExample(
+    "Yesterday's emails that one provider refused",
+    request_only=True,
+    value={
+        "status": "FAILED",
+        "created_after": "2026-11-23T00:00:00Z",
+        "created_before": "2026-11-24T00:00:00Z",
+        "provider": "mailgun",
+        "error_contains": "rate limit",
+    },
 )

@@ -1,10 +1,11 @@
 from django.urls import path
 
-from emails import apis, webhook_apis
+from emails import apis, suppression_apis, webhook_apis
 
 urlpatterns = [
     path("emails", apis.EmailCollectionApi.as_view(), name="email-collection"),
     path("emails/batch", apis.EmailBatchCreateApi.as_view(), name="email-batch"),
+    path("emails/retry", suppression_apis.EmailRetryApi.as_view(), name="email-retry"),
     path("emails/<uuid:email_id>", apis.EmailDetailApi.as_view(), name="email-detail"),
     path("emails/<uuid:email_id>/resend", apis.EmailResendApi.as_view(), name="email-resend"),
     path("stats", apis.StatsApi.as_view(), name="stats"),
@@ -15,4 +16,6 @@ urlpatterns = [
         webhook_apis.WebhookDeliveryListApi.as_view(),
         name="webhook-deliveries",
     ),
+    path("suppressions", suppression_apis.SuppressionCollectionApi.as_view(), name="suppression-collection"),
+    path("suppressions/<path:address>", suppression_apis.SuppressionDetailApi.as_view(), name="suppression-detail"),
 ]

@@ -32,6 +32,23 @@ def suppression_add(
     return suppression
 
 
+def suppression_add_for_key(*, api_key_id: int, address: str, detail: str) -> tuple[Suppression, bool]:
+    """A key's own suppression of a bare address, as its API makes one: (the suppression, whether it is new).
+    One the key has already stays as it is, with its first reason."""
+    return Suppression.objects.get_or_create(
+        api_key_id=api_key_id,
+        address=canonical_mailbox(address),
+        defaults={"reason": Suppression.Reason.MANUAL, "detail": detail},
+    )
+
+
+def suppression_remove(*, api_key_id: int, address: str) -> bool:
+    """Lifts a key's own suppression of an address (never one for every key: those are the operator's).
+    Returns whether there was one."""
+    deleted, _ = Suppression.objects.filter(api_key_id=api_key_id, address=canonical_mailbox(address)).delete()
+    return bool(deleted)
+
+
 # Delivery events that mean the address must not get mail again.
 SUPPRESSING_EVENTS = {EmailEvent.Type.BOUNCED: Suppression.Reason.BOUNCED,
                       EmailEvent.Type.COMPLAINED: Suppression.Reason.COMPLAINED}  # fmt: skip
