@@ -369,3 +369,90 @@ EMAIL_RETRY_EXAMPLE = OpenApiExample(
         "error_contains": "rate limit",
     },
 )
+
+
+# --- templates ---------------------------------------------------------------------------------------------
+
+# One line: no CR, LF or other control character (a tab is allowed), as a subject must be.
+ONE_LINE = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f\\x85\\u2028\\u2029]*$"
+TEMPLATE_NAME = OpenApiParameter(
+    "name",
+    {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[-a-zA-Z0-9_]+$"},
+    OpenApiParameter.PATH,
+    description="The template's name, as emails give it in `template`.",
+)
+TEMPLATE_LOCATION = OpenApiParameter(
+    "Location",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[201],
+    description="The new template's URL: `/api/v1/templates/{name}`.",
+)
+TEMPLATE_NOT_FOUND = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description='`{"detail": "No such template."}`: the API key has no template of that name and none is shared '
+    "(another key's templates are not there for it).",
+)
+TEMPLATE_NOT_YOURS = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description='`{"detail": "No template of yours named ..."}`: the API key has no template of its own of that '
+    "name. A shared one is an operator's, read-only here; another key's is not there for it.",
+)
+TEMPLATE_WRITE_ERRORS = {
+    **errors(401, 415, 429, 503),
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='Each bad field with its messages: `{"html": ["Does not compile: ..."]}` for a part that is '
+        'not a valid template, `{"text": [...], "html": [...]}` when there is neither (or together they exceed '
+        'an email\'s 10 MB), `{"name": ["..."]}` for a name the key has already or one that is not a slug; '
+        "fields it does not know are named too. Nothing was stored.",
+    ),
+}
+TEMPLATE_NAME_FIELD = (
+    "What emails give as `template`: 1 to 100 letters, digits, hyphens and underscores (`order-shipped`). Unique "
+    "among the key's templates; it may be the name of a shared one, which the key's own then replaces for it."
+)
+TEMPLATE_SUBJECT = (
+    "The subject, one line of at most 998 characters, in Django's template language: `Welcome, {{ name }}!`."
+)
+TEMPLATE_TEXT = "The plain-text body, in Django's template language; context values are not escaped. Empty: none."
+TEMPLATE_HTML = "The HTML body, in Django's template language; context values are escaped. Empty: none."
+
+TEMPLATE_LIST = """The templates the API key's emails may name in `template`, by name (at most 500): its own
+(`shared` false) and those an operator shared with every key (`shared` true, read-only here). When the key has
+one of its own with a shared one's name, both are listed, and emails render its own. Other keys' templates are
+never shown."""
+
+TEMPLATE_CREATE = """Stores a template for the API key's emails: `subject` and `text` and/or `html`, in Django's
+template language, rendered with each email's `context` (html with its values escaped). Each part is compiled
+now, and one that does not compile is a 400 naming it, as is a template with neither text nor html. Answers 201
+with the template and its URL in `Location`. A name the key has already is a 400 naming `name` (replace it with
+PUT); a shared template's name is allowed: the key's own wins for its emails."""
+
+TEMPLATE_GET = """A template the API key's emails may name: its own of that name, else the shared one (`shared`
+true). Another key's template is a 404, as an unknown one."""
+
+TEMPLATE_REPLACE = """Replaces the API key's own template of that name with the parts given (a part left out is
+empty), checked as when it was made; emails submitted from then on render the new one, those already accepted
+keep what they rendered. A shared template is a 404 here: it is an operator's, read-only through the API (make
+one of your own with its name instead). Another key's template is a 404, as an unknown one."""
+
+TEMPLATE_DELETE = """Deletes the API key's own template of that name: its emails that name it render the shared
+template of that name, if there is one, else are refused with a 400 naming `template`. Emails already accepted
+keep what they rendered. A shared template is a 404 here (an operator's), as is another key's."""
+
+TEMPLATE_CREATE_EXAMPLE = OpenApiExample(
+    "A welcome email",
+    request_only=True,
+    value={
+        "name": "welcome",
+        "subject": "Welcome, {{ name }}!",
+        "text": "Hello {{ name }}, your plan is {{ plan|default:'free' }}.",
+        "html": "<p>Hello {{ name }}</p>",
+    },
+)
+TEMPLATE_REPLACE_EXAMPLE = OpenApiExample(
+    "A new wording",
+    request_only=True,
+    value={"subject": "Welcome aboard, {{ name }}!", "text": "Hello {{ name }}, glad you are here."},
+)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from emails import apis, suppression_apis, webhook_apis
+from emails import apis, suppression_apis, template_apis, webhook_apis
 
 urlpatterns = [
     path("emails", apis.EmailCollectionApi.as_view(), name="email-collection"),
@@ -16,6 +16,8 @@ urlpatterns = [
         webhook_apis.WebhookDeliveryListApi.as_view(),
         name="webhook-deliveries",
     ),
+    path("templates", template_apis.TemplateCollectionApi.as_view(), name="template-collection"),
+    path("templates/<str:name>", template_apis.TemplateDetailApi.as_view(), name="template-detail"),
     path("suppressions", suppression_apis.SuppressionCollectionApi.as_view(), name="suppression-collection"),
     path("suppressions/<path:address>", suppression_apis.SuppressionDetailApi.as_view(), name="suppression-detail"),
 ]
