@@ -24,6 +24,7 @@ from emails.fields import (
     MAX_TAG_LENGTH,
     AnyCaseChoiceField,
     BoundedListField,
+    NulFreeTextField,
     ParsedJson,
     RefusesUnknownFields,
     StrictCharField,
@@ -39,7 +40,7 @@ CURSOR = r"^[A-Za-z0-9_-]+={0,2}$"
 MAX_CURSOR_LENGTH = 128
 
 
-def _idempotently(request, produce) -> Response:
+def idempotently(request, produce) -> Response:
     """Answers with `produce()`'s (status, body), once per Idempotency-Key (when the client sends one); a
     repeat's answer says it is one, with `Idempotent-Replayed: true` (as Stripe's API does)."""
     key = request.headers.get("Idempotency-Key")
@@ -173,7 +174,7 @@ class EmailCreateApi(APIView):
             # The contract answers a submit with the email itself, as GET shows it.
             return status.HTTP_202_ACCEPTED, reusable(EmailDetailApi.OutputSerializer).to_representation(email)
 
-        return _idempotently(request, produce)
+        return idempotently(request, produce)
 
 
 @extend_schema_field(
@@ -252,7 +253,7 @@ class EmailBatchCreateApi(APIView):
                     results.append({"errors": outcome["refused"].errors})
             return status.HTTP_202_ACCEPTED, {"results": results}
 
-        return _idempotently(request, produce)
+        return idempotently(request, produce)
 
 
 class FilterTimeField(serializers.DateTimeField):
@@ -272,31 +273,17 @@ class FilterTimeField(serializers.DateTimeField):
         return super().enforce_timezone(value)
 
 
-# A filter's text may be anything but NUL, which PostgreSQL cannot compare (the server refuses it with a 400).
-NO_NUL = r"^[^\x00]*$"
-
-
-@extend_schema_field({"type": "string", "maxLength": MAX_TAG_LENGTH, "pattern": NO_NUL})
-class TagFilterField(StrictCharField):
-    pass
-
-
-@extend_schema_field({"type": "string", "maxLength": MAX_ADDRESS_LENGTH, "pattern": NO_NUL})
-class AddressFilterField(StrictCharField):
-    pass
-
-
 class EmailListApi(APIView):
     class FilterSerializer(RefusesUnknownFields, serializers.Serializer):
         unknown_field_message = "Unknown query parameter."
 
         status = AnyCaseChoiceField(choices=schema.STATUS_CHOICES, required=False, help_text="In any case.")
-        tag = TagFilterField(
+        tag = NulFreeTextField(
             required=False,
             max_length=MAX_TAG_LENGTH,
             help_text="Emails with this tag; at most 100 characters, as a tag.",
         )
-        to = AddressFilterField(
+        to = NulFreeTextField(
             required=False,
             max_length=MAX_ADDRESS_LENGTH,
             help_text="Emails to this address (in to, cc or bcc), in any case; at most 400 characters.",

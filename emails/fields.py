@@ -98,6 +98,15 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+# Any text but NUL (StrictCharField refuses NUL: PostgreSQL can neither store nor compare it).
+NO_NUL = r"^[^\x00]*$"
+
+
+class NulFreeTextField(StrictCharField):
+    """A StrictCharField of free text (not single-line), whose schema states what it refuses: longer than
+    max_length, or holding NUL (emails.schema.NulFreeTextFieldExtension)."""
+
+
 def shown_name(name: str) -> str:
     """A client's key as an error names it: as sent, escaped when it holds what JSON output or PostgreSQL
     cannot carry (NUL, lone surrogates)."""

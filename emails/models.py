@@ -369,6 +369,11 @@ class WebhookMessage(models.Model):
     def __str__(self) -> str:
         return f"{self.type} {self.id}"
 
+    @staticmethod
+    def header_id(message_id: uuid.UUID) -> str:
+        """A message's id as every delivery of it carries it in `webhook-id` (the same on each retry)."""
+        return f"msg_{message_id.hex}"
+
 
 class WebhookAttempt(models.Model):
     """One try at delivering a message: the receiver's status code, or why there was none."""

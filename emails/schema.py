@@ -1,11 +1,11 @@
 """The API's reference text in its OpenAPI schema (/api/schema/, /api/docs/): what each operation does, the
 statuses, the errors each answers with, and examples. Written for the API's clients."""
 
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
-from emails.fields import RefusesUnknownFields
+from emails.fields import NO_NUL, NulFreeTextField, RefusesUnknownFields
 from emails.models import Email
 
 
@@ -19,6 +19,16 @@ class RefusesUnknownFieldsExtension(OpenApiSerializerExtension):
     def map_serializer(self, auto_schema, direction):
         mapped = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         return {**mapped, "additionalProperties": False}
+
+
+class NulFreeTextFieldExtension(OpenApiSerializerFieldExtension):
+    """Free text, as long as the field's max_length, with no NUL: what the server refuses, the schema states."""
+
+    target_class = NulFreeTextField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {"type": "string", "maxLength": self.target.max_length, "pattern": NO_NUL}
 
 
 STATUS_MEANINGS = {

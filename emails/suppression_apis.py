@@ -18,9 +18,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from emails import schema
-from emails.apis import NO_NUL, FilterTimeField, _idempotently
+from emails.apis import FilterTimeField, idempotently
 from emails.drf_speedups import FieldsOnce, reusable, validated
-from emails.fields import RefusesUnknownFields, StrictCharField, UtcDateTimeField, canonical_mailbox
+from emails.fields import NulFreeTextField, RefusesUnknownFields, StrictCharField, UtcDateTimeField, canonical_mailbox
 from emails.models import Email, Suppression
 from emails.services.delivery_events import MAX_ADDRESS, suppression_add_for_key, suppression_remove
 from emails.services.retrying import emails_retry_failed
@@ -157,16 +157,6 @@ class SuppressionDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-@extend_schema_field({"type": "string", "maxLength": MAX_ERROR_FILTER_LENGTH, "pattern": NO_NUL})
-class ErrorFilterField(StrictCharField):
-    pass
-
-
-@extend_schema_field({"type": "string", "maxLength": MAX_PROVIDER_LENGTH, "pattern": NO_NUL})
-class ProviderFilterField(StrictCharField):
-    pass
-
-
 class EmailRetryApi(APIView):
     @extend_schema_serializer(component_name="EmailRetry")
     class InputSerializer(RefusesUnknownFields, serializers.Serializer):
@@ -180,12 +170,12 @@ class EmailRetryApi(APIView):
                                         "without a zone UTC.")  # fmt: skip
         created_before = FilterTimeField(required=False, help_text="Emails accepted before this time; ISO 8601, "
                                          "without a zone UTC.")  # fmt: skip
-        provider = ProviderFilterField(
+        provider = NulFreeTextField(
             required=False,
             max_length=MAX_PROVIDER_LENGTH,
             help_text="Emails whose latest try was at this provider (its name as emails show it in `provider`).",
         )
-        error_contains = ErrorFilterField(
+        error_contains = NulFreeTextField(
             required=False,
             max_length=MAX_ERROR_FILTER_LENGTH,
             help_text="Emails whose `last_error` contains this text, in any case.",
@@ -217,4 +207,4 @@ class EmailRetryApi(APIView):
             return status.HTTP_202_ACCEPTED, {"count": emails_retry_failed(api_key=request.auth, **fields)}
 
         # A repeat of a request whose answer was lost gets its count again, rather than a count of 0.
-        return _idempotently(request, produce)
+        return idempotently(request, produce)

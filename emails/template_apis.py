@@ -17,9 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from emails import schema
-from emails.apis import NO_NUL
 from emails.drf_speedups import FieldsOnce, reusable, validated
-from emails.fields import RefusesUnknownFields, StrictCharField, TemplateNameField, UtcDateTimeField
+from emails.fields import NulFreeTextField, RefusesUnknownFields, StrictCharField, TemplateNameField, UtcDateTimeField
 from emails.services.templates import (
     MAX_NAME_LENGTH,
     MAX_SUBJECT_LENGTH,
@@ -37,8 +36,7 @@ class TemplateSubjectField(StrictCharField):
         super().__init__(single_line=True, max_length=MAX_SUBJECT_LENGTH, **kwargs)
 
 
-@extend_schema_field({"type": "string", "maxLength": settings.MAIL_MAX_EMAIL_BYTES, "pattern": NO_NUL})
-class TemplateBodyField(StrictCharField):
+class TemplateBodyField(NulFreeTextField):
     def __init__(self, **kwargs) -> None:
         # A body's whitespace is the email's: kept as written.
         super().__init__(

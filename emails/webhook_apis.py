@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from emails import schema, webhook_selectors
 from emails.drf_speedups import FieldsOnce, reusable, validated
 from emails.fields import BoundedListField, RefusesUnknownFields, StrictCharField, UtcDateTimeField
-from emails.models import WEBHOOK_EVENTS
+from emails.models import WEBHOOK_EVENTS, WebhookMessage
 from emails.services.webhooks import MAX_EVENTS, MAX_URL_LENGTH, URL_PATTERN, webhook_create, webhook_delete
 
 MAX_DELIVERIES = 100
@@ -40,11 +40,6 @@ class WebhookUrlField(StrictCharField):
 class WebhookEventsField(BoundedListField):
     def __init__(self, **kwargs) -> None:
         super().__init__(child=StrictCharField(max_length=50), max_length=MAX_EVENTS, **kwargs)
-
-
-def message_id(message_uuid) -> str:
-    """A message's id as its deliveries carry it in `webhook-id`."""
-    return f"msg_{message_uuid.hex}"
 
 
 class WebhookDetailApi(APIView):
@@ -203,7 +198,7 @@ class WebhookDeliveryListApi(APIView):
         at = UtcDateTimeField(help_text="When the attempt was made, in UTC.")
 
         def get_message_id(self, attempt) -> str:
-            return message_id(attempt["message_id"])
+            return WebhookMessage.header_id(attempt["message_id"])
 
     @extend_schema(
         operation_id="webhook_deliveries",

@@ -173,7 +173,7 @@ def _deliver(messages: list[_Claimed], claimed_at: float, shutdown_deadline: Cal
 
 def _attempt(message: _Claimed) -> _Result:
     body = json.dumps(message.payload).encode()
-    msg_id = "msg_" + message.id.hex
+    msg_id = WebhookMessage.header_id(message.id)
     at = datetime.now(UTC)
     headers = {
         "webhook-id": msg_id,
