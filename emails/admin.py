@@ -3,6 +3,7 @@ and searches that use an index, no query per row."""
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from emails.errors import AcceptingError
 from emails.fields import canonical_mailbox
 from emails.models import ApiKey, Email, Suppression, Template, Webhook, WebhookAttempt, WebhookMessage
 from emails.services.api_keys import MAX_SENDERS, SENDER_MAX_LENGTH, api_key_issue, api_key_senders
+from emails.services.webhook_outbox import opened_payload
 from providers.registry import parse_providers
 
 
@@ -75,7 +77,8 @@ def sandboxed_preview(html: str) -> str:
 ACTION_LIMIT = 1000
 
 # The changelist reads these columns only: bodies and attachments can be large.
-LIST_FIELDS = ["id", "status", "subject", "to", "attempts", "provider", "last_error", "created_at"]
+# `content`: where the subject is when the doors sealed it with the bodies (Email.content).
+LIST_FIELDS = ["id", "status", "subject", "content", "to", "attempts", "provider", "last_error", "created_at"]
 
 
 class EmailChangeList(ChangeList):
@@ -410,7 +413,11 @@ class WebhookMessageAdmin(ReadOnly, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     fields = ["id", "webhook", "email", "type", "status", "attempts", "next_attempt_at", "lease_until", "created_at",
-              "delivered_at", "payload"]  # fmt: skip
+              "delivered_at", "body"]  # fmt: skip
     readonly_fields = fields
     ordering = ["-created_at"]
     inlines = [WebhookAttemptInline]
+
+    @admin.display(description="Payload")
+    def body(self, message: WebhookMessage) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(opened_payload(message.payload), ensure_ascii=False, indent=2))

@@ -9,6 +9,7 @@ from rest_framework.views import exception_handler
 from emails.authentication import ApiKeyAuthentication, missing_key_message
 from emails.errors import IdempotencyConflict, InvalidFields, TooLarge
 from emails.rendering import RenderUnavailable
+from infra.encryption import UndecryptableError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ class TemplatesUnavailable(APIException):
     default_code = "templates_unavailable"
 
 
+class ContentUndecryptable(APIException):
+    """Stored content no key of MAIL_ENCRYPTION_KEYS opens: the service's configuration, not the request."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    default_code = "undecryptable"
+
+
 def log_unavailable(exc: BaseException) -> None:
     # The type only: a database error's message may quote the request's data.
     log.error("unavailable (%s): answered 503", type(exc).__name__)
@@ -50,8 +58,9 @@ def log_unavailable(exc: BaseException) -> None:
 def api_exception_handler(exc, context):
     """DRF's handler, plus: the accepting service's errors as the API answers them (a 400 naming each field,
     a 413, a 422), a request without an API key is told how to send one, a body over
-    DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400, and a database outage, or no template render
-    process to be had, is a 503 with Retry-After, not Django's 500 page."""
+    DATA_UPLOAD_MAX_MEMORY_SIZE is a 413, not Django's 400, content no key opens is a 500 naming
+    MAIL_ENCRYPTION_KEYS, and a database outage, or no template render process to be had, is a 503 with
+    Retry-After, not Django's 500 page."""
     request = context.get("request")
     if isinstance(exc, InvalidFields):
         exc = ValidationError(exc.errors)
@@ -65,6 +74,9 @@ def api_exception_handler(exc, context):
         from django.conf import settings
 
         exc = PayloadTooLarge(f"Request body too large: at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    elif isinstance(exc, UndecryptableError):
+        log.error("stored content cannot be decrypted: %s", exc)  # says which variable, quotes no content
+        exc = ContentUndecryptable(str(exc))
     elif isinstance(exc, (*DATABASE_ERRORS, RenderUnavailable)):
         log_unavailable(exc)
         unavailable = TemplatesUnavailable() if isinstance(exc, RenderUnavailable) else DatabaseUnavailable()

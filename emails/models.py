@@ -4,6 +4,7 @@ import base64
 import hashlib
 import secrets
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -11,6 +12,9 @@ from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from infra import encryption
+from infra.encryption import EncryptedJSONField, EncryptedTextField
 
 API_KEY_PREFIX = "ms_"
 
@@ -55,6 +59,10 @@ class ApiKey(models.Model):
         return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+# What Email.content holds, when the doors seal an email's content.
+SEALED_TOGETHER = frozenset({"subject", "text", "html", "headers"})
+
+
 class Email(models.Model):
     class Status(models.TextChoices):
         PENDING = "PENDING"
@@ -86,14 +94,20 @@ class Email(models.Model):
     reply_to = ArrayField(models.CharField(max_length=400), default=list, blank=True)
     # Bare, lower-cased addresses of to, cc and bcc: what recipient search and filters match.
     recipients = ArrayField(models.CharField(max_length=320), default=list, blank=True)
-    subject = models.TextField(blank=True)
-    text = models.TextField(blank=True)
-    html = models.TextField(blank=True)
-    headers = models.JSONField(default=dict, blank=True)
+    # The content: sealed with MAIL_ENCRYPTION_KEYS when they are set (infra.encryption).
+    subject = EncryptedTextField(blank=True)
+    text = EncryptedTextField(blank=True)
+    html = EncryptedTextField(blank=True)
+    headers = EncryptedJSONField(default=dict, blank=True)
     tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = EncryptedJSONField(default=dict, blank=True)
     # [{filename, content_type, content (base64)}]: kept with the row, so every retry sends the same bytes.
-    attachments = models.JSONField(default=list, blank=True)
+    attachments = EncryptedJSONField(default=list, blank=True)
+    # With MAIL_ENCRYPTION_KEYS set, the doors store the subject, bodies and headers here, sealed together (their
+    # own columns then empty; see stored_row()): each Fernet token pays for an AES key schedule of its own, and
+    # compressed before they are sealed, the bodies take less room than PostgreSQL's compression gives them in
+    # clear. Loading a row puts them back in their attributes (from_db()).
+    content = EncryptedJSONField(default=dict, blank=True, db_default={}, compress=True)
     template = models.CharField(max_length=100, blank=True, help_text="The template it was rendered from.")
     # A Postmark client's MessageStream, kept and shown as a tag is; it chooses no provider here.
     message_stream = models.CharField(max_length=100, blank=True, default="", db_default="")
@@ -166,6 +180,31 @@ class Email(models.Model):
     def __str__(self) -> str:
         return str(self.id)
 
+    @classmethod
+    def stored_row(cls, row: dict[str, Any]) -> dict[str, Any]:
+        """A new email's row (columns by attname, every one given) as the doors store it in SQL of their own:
+        sealed when MAIL_ENCRYPTION_KEYS are set, the subject, bodies and headers together in `content`."""
+        together = {name: row[name] for name in SEALED_TOGETHER if row[name]} if encryption.enabled() else None
+        if together:
+            row = {**row, **{name: type(row[name])() for name in SEALED_TOGETHER}, "content": together}
+        return encryption.as_stored(cls, row)
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        email = super().from_db(db, field_names, values)
+        together = email.__dict__.get("content")
+        if together:
+            # A column's own value wins: a row written field by field (the ORM's way) has none here.
+            email.__dict__.update({name: value for name, value in together.items() if not email.__dict__.get(name)})
+            email.__dict__["content"] = {}
+        return email
+
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
+        # A deferred subject (or body, or headers) may be in `content`: loaded with it.
+        if fields is not None and not SEALED_TOGETHER.isdisjoint(fields):
+            fields = [*fields, *SEALED_TOGETHER, "content"]
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+
     def can_retry(self) -> bool:
         return self.attempts < settings.MAIL_MAX_ATTEMPTS
 
@@ -200,7 +239,7 @@ class IdempotencyKey(models.Model):
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField()
-    response = models.JSONField()
+    response = EncryptedJSONField()  # the email as the API showed it: its content
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -324,7 +363,7 @@ class Webhook(models.Model):
     active = models.BooleanField(default=True)
     # Why it was turned off (its receiver answered 410 Gone); empty while active.
     disabled_reason = models.CharField(max_length=200, blank=True)
-    secret = models.CharField(max_length=100, default=new_webhook_secret, editable=False)
+    secret = EncryptedTextField(default=new_webhook_secret, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -349,7 +388,8 @@ class WebhookMessage(models.Model):
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="messages")
     email = models.ForeignKey(Email, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     type = models.CharField(max_length=40)
-    # The body as delivered (every attempt sends the same bytes): {type, timestamp, data}.
+    # The body as delivered (every attempt sends the same bytes): {type, timestamp, data}. Its data.metadata is
+    # the email's column copied as stored, sealed when that is (webhook_delivery opens it).
     payload = models.JSONField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

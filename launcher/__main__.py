@@ -27,6 +27,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from launcher.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -66,6 +68,7 @@ def run() -> int:
     (VAR / "outbox").mkdir(exist_ok=True)
     _refuse_a_second_run()
     _make_secret_key()
+    _make_encryption_key()
     shutil.rmtree(VAR / "prometheus", ignore_errors=True)  # counters start again with the processes
     embed_postgres, embed_redis = servers_to_embed(os.environ)
     env = _child_env()
@@ -302,6 +305,16 @@ def _make_secret_key() -> None:
         return
     _write_secret(path, secrets.token_urlsafe(50))
     print(f"made a SECRET_KEY in {path.relative_to(ROOT)}")
+
+
+def _make_encryption_key() -> None:
+    """A key of this checkout's own, made once, so that what `make run` stores is encrypted at rest: the settings
+    read it when the environment gives no MAIL_ENCRYPTION_KEYS. Never replaced: the rows sealed with it need it."""
+    path = VAR / "encryption_keys"
+    if path.is_file() and path.read_text().strip():
+        return
+    _write_secret(path, Fernet.generate_key().decode())
+    print(f"made an encryption key (MAIL_ENCRYPTION_KEYS) in {path.relative_to(ROOT)}")
 
 
 def _password() -> str:

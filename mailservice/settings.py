@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -43,6 +44,27 @@ def secret_key(made_by_make_run: Path, *, debug: bool) -> str:
         "from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`) or SECRET_KEY_FILE (a file holding "
         f"it) in the environment; `make run` keeps one of its own in {made_by_make_run}."
     )
+
+
+def encryption_keys(made_by_make_run: Path) -> list[str]:
+    """MAIL_ENCRYPTION_KEYS (or MAIL_ENCRYPTION_KEYS_FILE): comma-separated Fernet keys, newest first; else the
+    key `make run` made in the checkout; else none, and content is stored in clear. A key that is not one is
+    refused here, naming the variable, rather than at the first email. Set but empty, it is off, whatever var/
+    holds."""
+    given = any(name in os.environ for name in ("MAIL_ENCRYPTION_KEYS", "MAIL_ENCRYPTION_KEYS_FILE"))
+    value = env_secret("MAIL_ENCRYPTION_KEYS", "")
+    if not given and made_by_make_run.is_file():
+        value = made_by_make_run.read_text()
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    for position, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"MAIL_ENCRYPTION_KEYS: key {position} is not a Fernet key (32 url-safe base64-encoded bytes, as "
+                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'` makes)."
+            ) from None
+    return keys
 
 
 def embedded_servers(state_file: Path) -> dict[str, str]:
@@ -291,6 +313,9 @@ MAIL_TEMPLATE_RENDER_SECONDS = env_number("MAIL_TEMPLATE_RENDER_SECONDS", 1, min
 MAIL_SMTP_LISTEN = env_str("MAIL_SMTP_LISTEN", "127.0.0.1:2587")
 MAIL_SMTP_TLS_CERT = env_str("MAIL_SMTP_TLS_CERT", "")
 MAIL_SMTP_TLS_KEY = env_str("MAIL_SMTP_TLS_KEY", "")
+# Encryption at rest of every copy of an email's content and of webhook secrets (infra/encryption.py), never with
+# SECRET_KEY: the environment's keys win over the one `make run` keeps in var/.
+MAIL_ENCRYPTION_KEYS = encryption_keys(BASE_DIR / "var" / "encryption_keys")
 # Retention, off unless set (an upgrade never erases mail by surprise): emails final (SENT or FAILED) for longer
 # than MAIL_RETENTION_DAYS lose their subject, bodies, headers and attachments; after MAIL_DELETE_AFTER_DAYS
 # their rows are deleted. Beat applies them every minute, in bounded batches.

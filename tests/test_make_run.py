@@ -144,6 +144,15 @@ def test_make_run_on_a_fresh_laptop_sends_keeps_its_data_and_stops_cleanly(clone
         wait_for(lambda: request("GET", email_url, key)[1].get("status") == "SENT", timeout=60, what="SENT")
         # The clone's code ran (its settings put the outbox in its var/), not the checkout's the venv was made from.
         assert (clone / "var" / "outbox" / f"{accepted['id']}.eml").is_file()
+        # Encrypted at rest by default, with the key make run made and keeps (mode 600) in var/.
+        assert (clone / "var" / "encryption_keys").stat().st_mode & 0o777 == 0o600
+        stored = subprocess.run(
+            [".venv/bin/python", "manage.py", "shell", "-c", "from django.db import connection\n"
+             "with connection.cursor() as c:\n c.execute('SELECT content::text FROM emails_email')\n"
+             " print(c.fetchone()[0])"],
+            cwd=clone, env=newcomer_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert '"enc:f:' in stored.stdout and "Your order" not in stored.stdout, stored.stderr
 
         first.ctrl_c()
         assert first.wait() == 0, first.output()
@@ -158,7 +167,7 @@ def test_make_run_on_a_fresh_laptop_sends_keeps_its_data_and_stops_cleanly(clone
     try:
         second.wait_until_ready()
         status, found = request("GET", email_url, key)
-        assert (status, found["status"]) == (200, "SENT")
+        assert (status, found["status"], found["subject"]) == (200, "SENT", "Your order")
         # As `kill` and systemd stop it: SIGTERM to the process group. make dies of it, and takes nothing along.
         os.killpg(second.process.pid, signal.SIGTERM)
         assert second.wait() == -signal.SIGTERM

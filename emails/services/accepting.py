@@ -355,7 +355,8 @@ def _insert_once(
         {"api_key_id": key_id, "key": key, "request_hash": hashes[key_id, key], "response": {"id": str(row["id"])}}
         for (key_id, key), row in sorted(rows.items(), key=lambda pair: pair[0])
     ]
-    lean = [{name: value for name, value in row.items() if defaults.get(name, _NO_DEFAULT) is not value}
+    lean = [{name: value for name, value in Email.stored_row(row).items()
+             if defaults.get(name, _NO_DEFAULT) is not value}
             for row in rows.values()]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(
@@ -427,7 +428,8 @@ def _insert(rows: list[dict[str, Any]]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             _insert_statement(),
-            [json.dumps(rows, default=str, ensure_ascii=False)],  # UUIDs and datetimes as PostgreSQL reads them
+            # UUIDs and datetimes as PostgreSQL reads them
+            [json.dumps([Email.stored_row(row) for row in rows], default=str, ensure_ascii=False)],
         )
 
 

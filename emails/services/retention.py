@@ -67,7 +67,7 @@ def _erase_batch(cutoff: datetime, batch: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             f"""UPDATE {table}
-                   SET subject = '', text = '', html = '', headers = '{{}}', attachments = '[]',
+                   SET subject = '', text = '', html = '', headers = '{{}}', attachments = '[]', content = '{{}}',
                        erased_at = statement_timestamp()
                  WHERE id IN (
                        SELECT id FROM {table}

@@ -209,7 +209,7 @@ def _attempt(email: Email, left_out: set[str], permits: dict, lease: _Lease, rec
 # What sending reads: the claim returns only these (the rest of a row is a fifth of the claim's cost).
 SENDING_FIELDS = ("id", "from_email", "to", "cc", "bcc", "reply_to", "recipients", "subject", "text", "html",
                   "headers", "attachments", "attempts", "lease_until", "api_key_id", "test", "track_opens",
-                  "track_clicks")  # fmt: skip
+                  "track_clicks", "content")  # fmt: skip
 
 
 def _claim(email_ids: list[UUID | str]) -> list[Email]:

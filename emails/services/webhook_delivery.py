@@ -22,7 +22,9 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from standardwebhooks import Webhook as Signer
 
 from emails.models import Webhook, WebhookAttempt, WebhookMessage
+from emails.services.webhook_outbox import opened_payload
 from infra import metrics, safe_http
+from infra.encryption import open_text
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,9 @@ def _claim(limit: int) -> list[_Claimed]:
         )
         rows = cursor.fetchall()
     return [
-        _Claimed(id=r[0], webhook_id=r[1], url=r[2], secret=r[3], active=r[4],
-                 payload=r[5] if isinstance(r[5], dict) else json.loads(r[5]), attempts=r[6], lease_until=r[7])
+        _Claimed(id=r[0], webhook_id=r[1], url=r[2], secret=open_text(r[3]), active=r[4],
+                 payload=opened_payload(r[5] if isinstance(r[5], dict) else json.loads(r[5])), attempts=r[6],
+                 lease_until=r[7])
         for r in rows
     ]  # fmt: skip
 

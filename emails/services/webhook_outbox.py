@@ -15,6 +15,7 @@ from uuid import UUID
 from celery import current_app
 
 from emails.models import Email, Webhook, WebhookMessage
+from infra.encryption import open_json
 from infra.redis import get_redis
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,15 @@ def payload_sql(row: str, event_type: str, event_at: str, event_detail: str, eve
             'attempts', {row}.attempts, 'last_error', {row}.last_error,
             'event', jsonb_build_object(
                 'type', {event_type}, 'at', {event_at}, 'detail', {event_detail}{event_extra})))"""
+
+
+def opened_payload(payload: dict) -> dict:
+    """A stored body as its receiver gets it: the email's metadata in clear (payload_sql() copies the column as
+    stored, and so sealed when encryption is on)."""
+    data = payload.get("data")
+    if isinstance(data, dict) and "metadata" in data:
+        data["metadata"] = open_json(data["metadata"])
+    return payload
 
 
 def insert_sql(

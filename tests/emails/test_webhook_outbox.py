@@ -17,6 +17,7 @@ from emails.services import (
     emails_sweep_stranded,
     suppression_add,
 )
+from emails.services.webhook_outbox import opened_payload
 from tests.conftest import make_due
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +48,7 @@ def test_a_sent_email_writes_email_sent_for_each_webhook_of_its_key_that_asks(sh
 
     [message] = WebhookMessage.objects.all()
     assert (message.webhook_id, message.email_id, message.type) == (every.id, email.id, "email.sent")
-    body = message.payload
+    body = opened_payload(message.payload)  # its copy of the metadata is sealed as the email's is
     assert body["type"] == "email.sent" and body["timestamp"]
     data = body["data"]
     sent = Email.objects.get(id=email.id)
