@@ -328,6 +328,8 @@ class Suppression(models.Model):
                 fields=["address"], condition=Q(api_key__isnull=True), name="suppression_every_key_address"
             ),
         ]
+        # The API's list: a key's suppressions, newest first, a page at a time.
+        indexes = [models.Index(fields=["api_key", "-created_at", "-id"], name="suppression_key_created")]
 
     def __str__(self) -> str:
         return self.address

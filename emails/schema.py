@@ -342,11 +342,13 @@ EMAIL_RETRY_ERRORS = {
     ),
 }
 
-SUPPRESSION_LIST = """The addresses the API key's emails are not sent to, newest first (the latest 500): those
-added through this API (`source` api), and those a provider's tracking webhook reported as a hard bounce or a
-complaint about one of the key's emails (`source` bounce, complaint). Another key's are not shown, and neither
-are the suppressions an operator made for every key: they apply to the key's emails too, and only an operator
-lifts them."""
+SUPPRESSION_LIST = """The addresses the API key's emails are not sent to, newest first, a page at a time
+(`limit`, default 50, at most 500): those added through this API (`source` api), and those a provider's tracking
+webhook reported as a hard bounce or a complaint about one of the key's emails (`source` bounce, complaint).
+`next` is the URL of the next page (null on the last): pages are cut by a cursor, so suppressions added while you
+page never make one repeat or go missing. A query parameter that is not one of these is a 400 naming it. Another
+key's are not shown, and neither are the suppressions an operator made for every key: they apply to the key's
+emails too, and only an operator lifts them."""
 
 SUPPRESSION_CREATE = """Suppresses an address for the API key's emails: from now on it is left out of every
 email of the key's (an email to no other recipient is FAILED with `last_error` "suppressed"), whatever the

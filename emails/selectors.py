@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
@@ -51,21 +53,30 @@ def email_list(
     return emails.order_by("-created_at", "-id")
 
 
-def encode_cursor(email: Email) -> str:
-    return base64.urlsafe_b64encode(f"{email.created_at.isoformat()}|{email.id}".encode()).decode()
+# What a list pages through: rows ordered newest first by created_at, ties broken by id.
+Listed = TypeVar("Listed", Email, Suppression)
 
 
-def after_cursor(emails: QuerySet[Email], cursor: str) -> QuerySet[Email]:
-    """The emails after `cursor` in (-created_at, -id) order; raises ValueError for a bad cursor.
+def encode_cursor(row: Email | Suppression) -> str:
+    """The cursor of the page after `row`; after_cursor reads it back."""
+    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
+
+
+def after_cursor(rows: QuerySet[Listed], cursor: str) -> QuerySet[Listed]:
+    """The rows after `cursor` in (-created_at, -id) order; raises ValueError for a bad cursor (also for one
+    whose id is not of this model's kind).
 
     Keyset pagination: a page starts strictly after the last row of the previous one, so rows
     arriving meanwhile (newer, hence before it) never shift or repeat what follows."""
     try:
-        created_at, email_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        created, last_id = datetime.fromisoformat(created_at), UUID(email_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        created_at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        created, last_id = datetime.fromisoformat(created_at), rows.model._meta.pk.to_python(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError, DjangoValidationError):
         raise ValueError("Invalid cursor.") from None
-    return emails.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=last_id))
+    # The created_at bound alone is what an index on (…, created_at, id) can seek to; the OR is only checked on
+    # the rows it reaches. Without the bound, each page would read the index from the first row again.
+    after = Q(created_at__lt=created) | Q(created_at=created, id__lt=last_id)
+    return rows.filter(Q(created_at__lte=created) & after)
 
 
 def counts_by_status(emails: QuerySet[Email]) -> dict[str, int]:

@@ -4,7 +4,7 @@ a key's failed emails."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
+from django.core.validators import RegexValidator, validate_email
 from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
@@ -13,12 +13,12 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from emails import schema
-from emails.apis import FilterTimeField, idempotently
+from emails import schema, selectors
+from emails.apis import CURSOR, MAX_CURSOR_LENGTH, FilterTimeField, idempotently
 from emails.drf_speedups import FieldsOnce, reusable, validated
 from emails.fields import NulFreeTextField, RefusesUnknownFields, StrictCharField, UtcDateTimeField, canonical_mailbox
 from emails.models import Email, Suppression
@@ -26,7 +26,9 @@ from emails.services.delivery_events import MAX_ADDRESS, suppression_add_for_key
 from emails.services.retrying import emails_retry_failed
 
 MAX_REASON_LENGTH = 500
-MAX_SUPPRESSIONS = 500
+# A page of the list: bounds and default as the emails list's.
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
 MAX_PROVIDER_LENGTH = Email._meta.get_field("provider").max_length
 MAX_ERROR_FILTER_LENGTH = 200
 
@@ -55,6 +57,25 @@ class BareAddressField(StrictCharField):
 
 
 class SuppressionListApi(APIView):
+    class FilterSerializer(RefusesUnknownFields, serializers.Serializer):
+        unknown_field_message = "Unknown query parameter."
+
+        cursor = StrictCharField(
+            required=False,
+            single_line=True,
+            max_length=MAX_CURSOR_LENGTH,
+            validators=[RegexValidator(CURSOR, "Invalid cursor: send the one a `next` URL carries, as it is.")],
+            help_text="Where a page starts: opaque, and written by the server. Send only the value a `next` URL "
+            "carries (follow `next`, which has it); any other is a 400.",
+        )
+        limit = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=MAX_PAGE_SIZE,
+            default=DEFAULT_PAGE_SIZE,
+            help_text="Suppressions per page.",
+        )
+
     @extend_schema_serializer(component_name="Suppression")
     class OutputSerializer(FieldsOnce, serializers.Serializer):
         """An address the key's emails are not sent to."""
@@ -78,20 +99,43 @@ class SuppressionListApi(APIView):
         operation_id="suppression_list",
         summary="The key's suppressed addresses, newest first",
         description=schema.SUPPRESSION_LIST,
+        parameters=[FilterSerializer],
         responses={
             200: OpenApiResponse(
-                description="The newest suppressions of the key's.",
+                description="A page of suppressions.",
                 response=inline_serializer(
-                    "SuppressionList", {"results": OutputSerializer(many=True, help_text="Newest first.")}
+                    "SuppressionPage",
+                    {
+                        "results": OutputSerializer(many=True, help_text="Newest first."),
+                        "next": serializers.URLField(
+                            allow_null=True, help_text="The next page; null: this is the last."
+                        ),
+                    },
                 ),
             ),
+            400: schema.BAD_QUERY,
             **schema.errors(401, 429, 503),
         },
     )
     def get(self, request):
+        # A plain dict, as the emails list reads its query: `?cursor=` is refused rather than read as absent.
+        params = validated(self.FilterSerializer, request.query_params.dict())
+        cursor, limit = params.get("cursor"), params["limit"]
         suppressions = Suppression.objects.filter(api_key=request.auth).order_by("-created_at", "-id")
+        if cursor:
+            try:
+                suppressions = selectors.after_cursor(suppressions, cursor)
+            except ValueError as exc:
+                raise ValidationError({"cursor": [str(exc)]}) from None
+        page = list(suppressions[: limit + 1])
+        next_url = None
+        if len(page) > limit:
+            page = page[:limit]
+            query = request.query_params.copy()
+            query["cursor"] = selectors.encode_cursor(page[-1])
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
         summary = reusable(self.OutputSerializer).to_representation
-        return Response({"results": [summary(s) for s in suppressions[:MAX_SUPPRESSIONS]]})
+        return Response({"results": [summary(s) for s in page], "next": next_url})
 
 
 class SuppressionCreateApi(APIView):

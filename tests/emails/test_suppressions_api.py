@@ -1,6 +1,9 @@
 """The suppressions API: a key lists, adds and lifts its own suppressions; a suppression stops that key's emails
 to the address and no other key's; a provider's bounce suppresses for the key whose email bounced; another key's
-suppressions, and an operator's for every key, are invisible and not the key's to lift."""
+suppressions, and an operator's for every key, are invisible and not the key's to lift. The list pages as the
+emails list does."""
+
+import base64
 
 import pytest
 
@@ -40,7 +43,7 @@ def test_lifting_a_suppression_lets_the_keys_email_through_again(alice, sending_
 
     assert response.status_code == 204
     assert _send(alice).status == "SENT"
-    assert alice.get("/api/v1/suppressions").json() == {"results": []}
+    assert alice.get("/api/v1/suppressions").json() == {"results": [], "next": None}
 
 
 def test_it_lists_the_keys_suppressions_newest_first_with_their_source(alice):
@@ -87,7 +90,7 @@ def test_another_keys_and_the_operators_suppressions_are_invisible_and_not_lifte
     _suppress(bob)
     Suppression.objects.create(address="eve@example.org", reason="complained")  # an operator's, for every key
 
-    assert alice.get("/api/v1/suppressions").json() == {"results": []}
+    assert alice.get("/api/v1/suppressions").json() == {"results": [], "next": None}
     assert alice.delete("/api/v1/suppressions/bob@example.org").status_code == 404
     assert alice.delete("/api/v1/suppressions/eve@example.org").status_code == 404
     assert Suppression.objects.count() == 2
@@ -112,9 +115,76 @@ def test_a_bounce_suppresses_for_the_key_whose_email_bounced_only(alice, bob, se
 
     assert (_send(alice).last_error, _send(bob).status) == ("suppressed", "SENT")
     assert [s["source"] for s in alice.get("/api/v1/suppressions").json()["results"]] == ["bounce"]
-    assert bob.get("/api/v1/suppressions").json() == {"results": []}
+    assert bob.get("/api/v1/suppressions").json() == {"results": [], "next": None}
 
 
 def test_suppressions_need_a_key(client):
     assert client.get("/api/v1/suppressions").status_code == 401
     assert client.post("/api/v1/suppressions", {"address": "bob@example.org"}, format="json").status_code == 401
+
+
+def _cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def test_it_pages_through_every_suppression_once_newest_first_and_none_of_another_keys(alice, bob):
+    addresses = [f"user{n}@example.org" for n in range(7)]
+    for address in addresses:
+        _suppress(alice, address)
+        _suppress(bob, f"bob-{address}")
+    _suppress(bob, addresses[1])
+    Suppression.objects.create(address="eve@example.org", reason="complained")  # an operator's, for every key
+    # Three made at the same instant: a page boundary falls among them, where only the id orders them.
+    tied = Suppression.objects.get(api_key=alice.api_key, address=addresses[3]).created_at
+    Suppression.objects.filter(api_key=alice.api_key, address__in=addresses[2:5]).update(created_at=tied)
+
+    seen, url, pages = [], "/api/v1/suppressions?limit=3", 0
+    while url:
+        response = alice.get(url)
+        assert response.status_code == 200
+        seen += [s["address"] for s in response.json()["results"]]
+        url, pages = response.json()["next"], pages + 1
+        assert url is None or url.startswith("http://testserver/api/v1/suppressions?")
+
+    assert seen == addresses[::-1]
+    assert pages == 3
+
+
+def test_a_page_holds_fifty_unless_a_limit_says_otherwise(alice):
+    Suppression.objects.bulk_create(
+        Suppression(api_key=alice.api_key, address=f"user{n}@example.org") for n in range(51)
+    )
+
+    first = alice.get("/api/v1/suppressions").json()
+
+    assert len(first["results"]) == 50
+    assert len(alice.get(first["next"]).json()["results"]) == 1
+    assert len(alice.get("/api/v1/suppressions", {"limit": 500}).json()["results"]) == 51
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "not a cursor",
+        "A" * 129,
+        _cursor("2025-06-01"),
+        _cursor("2025-06-01T12:00:00+00:00|00000000-0000-4000-8000-000000000000"),  # an email's
+    ],
+    ids=["empty", "spaces", "too-long", "no-id", "an-emails"],
+)
+def test_a_cursor_the_list_did_not_write_is_a_400_naming_cursor(alice, cursor):
+    _suppress(alice)
+
+    response = alice.get("/api/v1/suppressions", {"cursor": cursor})
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["cursor"]
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 501}, {"limit": ""}, {"page": 2}])
+def test_a_bad_limit_or_an_unknown_parameter_is_a_400_naming_it(alice, query):
+    response = alice.get("/api/v1/suppressions", query)
+
+    assert response.status_code == 400
+    assert list(response.json()) == list(query)
