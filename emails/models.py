@@ -59,8 +59,37 @@ class ApiKey(models.Model):
         return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-# What Email.content holds, when the doors seal an email's content.
+# What Email.content holds while encryption is on: these fields' values, sealed as one.
 SEALED_TOGETHER = frozenset({"subject", "text", "html", "headers"})
+
+
+def _sealed_together(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value} if encryption.enabled() else {}
+
+
+class _SealedInContent:
+    """A field of SEALED_TOGETHER: while encryption is on, its value is saved in Email.content, and its own column
+    left empty."""
+
+    def pre_save(self, model_instance, add):
+        value = super().pre_save(model_instance, add)
+        return type(value)() if value and encryption.enabled() else value
+
+
+class SealedInContentTextField(_SealedInContent, EncryptedTextField):
+    pass
+
+
+class SealedInContentJSONField(_SealedInContent, EncryptedJSONField):
+    pass
+
+
+class ContentField(EncryptedJSONField):
+    """Email.content: while encryption is on, the SEALED_TOGETHER fields' values, sealed as one (compressed
+    first); else empty."""
+
+    def pre_save(self, model_instance, add):
+        return _sealed_together({name: getattr(model_instance, name) for name in SEALED_TOGETHER})
 
 
 class Email(models.Model):
@@ -95,19 +124,19 @@ class Email(models.Model):
     # Bare, lower-cased addresses of to, cc and bcc: what recipient search and filters match.
     recipients = ArrayField(models.CharField(max_length=320), default=list, blank=True)
     # The content: sealed with MAIL_ENCRYPTION_KEYS when they are set (infra.encryption).
-    subject = EncryptedTextField(blank=True)
-    text = EncryptedTextField(blank=True)
-    html = EncryptedTextField(blank=True)
-    headers = EncryptedJSONField(default=dict, blank=True)
+    subject = SealedInContentTextField(blank=True)
+    text = SealedInContentTextField(blank=True)
+    html = SealedInContentTextField(blank=True)
+    headers = SealedInContentJSONField(default=dict, blank=True)
     tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     metadata = EncryptedJSONField(default=dict, blank=True)
     # [{filename, content_type, content (base64)}]: kept with the row, so every retry sends the same bytes.
     attachments = EncryptedJSONField(default=list, blank=True)
-    # With MAIL_ENCRYPTION_KEYS set, the doors store the subject, bodies and headers here, sealed together (their
-    # own columns then empty; see stored_row()): each Fernet token pays for an AES key schedule of its own, and
-    # compressed before they are sealed, the bodies take less room than PostgreSQL's compression gives them in
-    # clear. Loading a row puts them back in their attributes (from_db()).
-    content = EncryptedJSONField(default=dict, blank=True, db_default={}, compress=True)
+    # With MAIL_ENCRYPTION_KEYS set, the subject, bodies and headers are saved here, sealed together (their own
+    # columns then empty): each Fernet token pays for an AES key schedule of its own, and compressed before they
+    # are sealed, the bodies take less room than PostgreSQL's compression gives them in clear. Loading a row puts
+    # them back in their attributes (from_db()).
+    content = ContentField(default=dict, blank=True, db_default={}, compress=True)
     template = models.CharField(max_length=100, blank=True, help_text="The template it was rendered from.")
     # A Postmark client's MessageStream, kept and shown as a tag is; it chooses no provider here.
     message_stream = models.CharField(max_length=100, blank=True, default="", db_default="")
@@ -180,11 +209,16 @@ class Email(models.Model):
     def __str__(self) -> str:
         return str(self.id)
 
+    def save(self, *args, update_fields=None, **kwargs):
+        if update_fields is not None and not SEALED_TOGETHER.isdisjoint(update_fields):
+            update_fields = {*update_fields, *SEALED_TOGETHER, "content"}  # saved together
+        super().save(*args, update_fields=update_fields, **kwargs)
+
     @classmethod
     def stored_row(cls, row: dict[str, Any]) -> dict[str, Any]:
-        """A new email's row (columns by attname, every one given) as the doors store it in SQL of their own:
-        sealed when MAIL_ENCRYPTION_KEYS are set, the subject, bodies and headers together in `content`."""
-        together = {name: row[name] for name in SEALED_TOGETHER if row[name]} if encryption.enabled() else None
+        """A new email's row (columns by attname, every one given) as saving it stores it, for the doors' SQL of
+        their own: sealed when MAIL_ENCRYPTION_KEYS are set, the subject, bodies and headers together."""
+        together = _sealed_together({name: row[name] for name in SEALED_TOGETHER})
         if together:
             row = {**row, **{name: type(row[name])() for name in SEALED_TOGETHER}, "content": together}
         return encryption.as_stored(cls, row)
@@ -194,7 +228,7 @@ class Email(models.Model):
         email = super().from_db(db, field_names, values)
         together = email.__dict__.get("content")
         if together:
-            # A column's own value wins: a row written field by field (the ORM's way) has none here.
+            # A column's own value wins: one a QuerySet.update() wrote later (emptying one empties content too).
             email.__dict__.update({name: value for name, value in together.items() if not email.__dict__.get(name)})
             email.__dict__["content"] = {}
         return email

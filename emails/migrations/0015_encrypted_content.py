@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="email",
             name="content",
-            field=infra.encryption.EncryptedJSONField(blank=True, compress=True, db_default={}, default=dict),
+            field=emails.models.ContentField(blank=True, compress=True, db_default={}, default=dict),
         ),
         migrations.AlterField(
             model_name="email",
@@ -37,12 +37,12 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="email",
             name="headers",
-            field=infra.encryption.EncryptedJSONField(blank=True, default=dict),
+            field=emails.models.SealedInContentJSONField(blank=True, default=dict),
         ),
         migrations.AlterField(
             model_name="email",
             name="html",
-            field=infra.encryption.EncryptedTextField(blank=True),
+            field=emails.models.SealedInContentTextField(blank=True),
         ),
         migrations.AlterField(
             model_name="email",
@@ -52,12 +52,12 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="email",
             name="subject",
-            field=infra.encryption.EncryptedTextField(blank=True),
+            field=emails.models.SealedInContentTextField(blank=True),
         ),
         migrations.AlterField(
             model_name="email",
             name="text",
-            field=infra.encryption.EncryptedTextField(blank=True),
+            field=emails.models.SealedInContentTextField(blank=True),
         ),
         migrations.AlterField(
             model_name="idempotencykey",

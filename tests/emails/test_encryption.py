@@ -235,3 +235,18 @@ def test_content_sealed_together_reads_back_however_the_row_is_loaded(settings, 
     assert summary["subject"] == sent["subject"]
     whole = Email.objects.get(id=email_id)
     assert (whole.text, whole.html, whole.metadata) == (sent["text"], sent["html"], sent["metadata"])
+
+
+def test_the_orm_saves_an_email_as_the_doors_do_and_a_partial_save_keeps_the_rest(settings, marker):
+    settings.MAIL_ENCRYPTION_KEYS = [OLD_KEY]
+    (made,) = Email.objects.bulk_create([Email(from_email="a@example.com", to=["b@example.org"], subject=marker,
+                                               text=f"Text {marker}", headers={"X-Marker": marker})])  # fmt: skip
+    assert (stored("subject", made.id), stored("headers", made.id)) == ("", {})
+    assert stored("content", made.id).startswith("enc:f:")
+
+    email = Email.objects.get(id=made.id)
+    email.subject = f"Changed {marker}"
+    email.save(update_fields=["subject"])
+    again = Email.objects.get(id=made.id)
+    assert (again.subject, again.text, again.headers) == (f"Changed {marker}", f"Text {marker}", {"X-Marker": marker})
+    assert marker not in pg_dump()
