@@ -8,6 +8,8 @@ The doors in beside the REST API: the Postmark batch (row 8, counted in rows), `
 smtplib clients against a bare aiosmtpd server's ceiling (row 9, every 250 counted in rows) and the Redis stream
 read by one and two `manage.py consume_stream` processes (row 10, every result counted, every email a row).
 Row 11 is row 1's delivery with a webhook on every email's key, its deliveries counted at a local receiver.
+Row 12 is row 1's delivery and row 4's batch ingest of a larger email (bench/load.py's RICH_EMAIL) with encryption
+at rest on beside the same with it off, runs alternated.
 
 BENCH_CODE=<a checkout> measures that checkout's code (its manage.py, gunicorn.conf.py, workers) with this
 bench, e.g. a `git worktree` of an older commit beside this one.
@@ -42,9 +44,8 @@ WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
 os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
 # A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
-ONLY = set(
-    os.environ.get("BENCH_ONLY", "delivery,delivery20,ingest,ratelimit,postmark,smtp,stream,webhooks").split(",")
-)
+EVERY_ROW = "delivery,delivery20,ingest,ratelimit,postmark,smtp,stream,webhooks,encryption"
+ONLY = set(os.environ.get("BENCH_ONLY", EVERY_ROW).split(","))
 # The code measured: this checkout, or BENCH_CODE's. The bench's own modules always run from this one.
 CODE = Path(os.environ.get("BENCH_CODE", ROOT)).resolve()
 if CODE != ROOT:
@@ -288,16 +289,17 @@ def reset_postoffice() -> None:
     conn.close()
 
 
-def accepted_emails(count: int, api_key_id: int | None = None) -> list[str]:
-    """`count` PENDING emails stored as the API stores them, not yet published."""
+def accepted_emails(count: int, api_key_id: int | None = None, content: dict | None = None) -> list[str]:
+    """`count` PENDING emails stored as the API stores them (sealed if this process's MAIL_ENCRYPTION_KEYS are
+    set), not yet published. `content`: subject, text, html, metadata, instead of a subject and a line."""
     from django.utils import timezone
 
     from emails.models import Email
 
     now = timezone.now()
+    content = content or {"subject": "Your order", "text": "Thank you for your order."}
     emails = [Email(from_email="Shop <shop@example.com>", to=["alice@example.org"], recipients=["alice@example.org"],
-                    subject="Your order", text="Thank you for your order.", created_at=now, next_attempt_at=now,
-                    api_key_id=api_key_id)
+                    **content, created_at=now, next_attempt_at=now, api_key_id=api_key_id)
               for _ in range(count)]  # fmt: skip
     Email.objects.bulk_create(emails, batch_size=2000)
     return [str(e.id) for e in emails]
@@ -310,14 +312,19 @@ def sent_count() -> int:
 
 
 def start_workers(
-    count: int = 1, concurrency: int = WORKER_CONCURRENCY, name: str = "worker", queues: str = ""
+    count: int = 1,
+    concurrency: int = WORKER_CONCURRENCY,
+    name: str = "worker",
+    queues: str = "",
+    env: dict | None = None,
 ) -> list:
     workers = []
     for n in range(count):
         log = f"{name}-{n}-{time.monotonic_ns()}"
         workers.append(start([str(BIN / "celery"), "-A", "mailservice", "worker", "--concurrency", str(concurrency),
                               "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                              "--hostname", f"{log}@%h", *(["-Q", queues] if queues else [])], log=log, cwd=CODE))  # fmt: skip
+                              "--hostname", f"{log}@%h", *(["-Q", queues] if queues else [])], env=env, log=log,
+                             cwd=CODE))  # fmt: skip
         wait_for(lambda log=log: log_has(log, " ready."), 60, "a worker to be ready")
     return workers
 
@@ -341,12 +348,12 @@ def rss_mb(process: subprocess.Popen) -> float:
 # --- scenarios -----------------------------------------------------------------------------------
 
 
-def deliver_mailservice(sink, count: int) -> tuple[dict, float]:
+def deliver_mailservice(sink, count: int, content: dict | None = None, env: dict | None = None) -> tuple[dict, float]:
     from emails import queue
 
     reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
-    ids = accepted_emails(count)
-    [worker] = start_workers()
+    ids = accepted_emails(count, content=content)
+    [worker] = start_workers(env=env)
     queue.publish(ids)
     wait_for(lambda: sent_count() == count, 600, "every email SENT", interval=0.2)
     memory = rss_mb(worker)
@@ -608,18 +615,99 @@ def deliver_with_webhook(sink, count: int) -> dict:
     return {"emails": emails, "webhooks": webhooks}
 
 
+def sealed_rows() -> int:
+    """Email rows whose subject is stored encrypted (with the bodies in `content`, or on its own), read in SQL
+    (the model would decrypt it)."""
+    from django.db import connection
+
+    from infra.encryption import MARK
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM emails_email WHERE content #>> '{}' LIKE %s OR subject LIKE %s",
+            [MARK + "%", MARK + "%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def median_run(runs: list[dict], figure: str) -> dict:
+    """The middle of three runs by `figure`, with their three figures (ordered) and the runs in the order run."""
+    ordered = sorted(runs, key=lambda run: run[figure])
+    return {**ordered[1], "runs": [run[figure] for run in ordered], "all": runs}
+
+
+def encryption_on_off(count: int) -> dict:
+    """Row 12: row 1's delivery and row 4's batch ingest of RICH_EMAIL with encryption at rest on (a key made for
+    this run) and off, alternated off, on, off, on, off, on: this VM's speed wanders, so each mode's median is
+    measured beside the other's. Each delivery run is counted at the sink; each run's rows are counted, and must
+    all be stored encrypted when on, none when off."""
+    from cryptography.fernet import Fernet
+    from django.conf import settings
+
+    from bench.load import RICH_EMAIL
+    from emails.services import api_key_create
+
+    keys = {"off": [], "on": [Fernet.generate_key().decode()]}
+    # Set and empty, the variable is off for a process, whatever key `make run` left in var/.
+    envs = {mode: {"MAIL_ENCRYPTION_KEYS": ",".join(mode_keys)} for mode, mode_keys in keys.items()}
+    content = {name: RICH_EMAIL[name] for name in ("subject", "text", "html", "metadata")}
+    own_keys = settings.MAIL_ENCRYPTION_KEYS
+    delivery: dict[str, list] = {"off": [], "on": []}
+    ingest: dict[str, list] = {"off": [], "on": []}
+    try:
+        for round_ in range(3):
+            for mode in keys:
+                # The accepted rows are written by this process: sealed, as the API seals them, when on.
+                settings.MAIL_ENCRYPTION_KEYS = keys[mode]
+                sink = SmtpSink(f"encryption-{mode}-{round_}")
+                run, _ = deliver_mailservice(sink, count, content, envs[mode])
+                sink.close()
+                delivery[mode].append({**run, "rows": email_rows(), "sealed": sealed_rows()})
+        settings.MAIL_ENCRYPTION_KEYS = own_keys
+        webs = {mode: start_web(envs[mode], log=f"web-encryption-{mode}") for mode in keys}
+        _, api_key = api_key_create(name="bench-encryption")
+        for _, url in webs.values():
+            load(url, api_key, "single", 16, 3)  # every web process warmed up (imports, connections)
+        for _ in range(3):
+            for mode, (_, url) in webs.items():
+                clear_emails()
+                run = load(url, api_key, "batch", 4, 40, 500, "rich")
+                ingest[mode].append({**run, "rows": email_rows(), "sealed": sealed_rows(),
+                                     "accepted": (run["requests"] - run["failures"]) * 500})  # fmt: skip
+        for web, _ in webs.values():
+            stop(web)
+    finally:
+        settings.MAIL_ENCRYPTION_KEYS = own_keys
+
+    def summary(runs: list[dict], figure: str, totals: tuple[str, ...]) -> dict:
+        return {**median_run(runs, figure), **{name: sum(run[name] for run in runs) for name in totals}}
+
+    return {
+        "delivery": {mode: summary(runs, "per_second", ("lost", "duplicates", "rows", "sealed"))
+                     for mode, runs in delivery.items()},
+        "ingest": {mode: summary(runs, "emails_per_second", ("failures", "accepted", "rows", "sealed"))
+                   for mode, runs in ingest.items()},
+        "email_bytes": {name: len(RICH_EMAIL[name]) for name in ("subject", "text", "html")},
+    }  # fmt: skip
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 _web: dict[str, str] = {}
 
 
+def start_web(env: dict | None = None, log: str = "web") -> tuple[subprocess.Popen, str]:
+    """gunicorn serving the measured code, as its gunicorn.conf.py says; returns it and its URL."""
+    port = free_port()
+    web = start([str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}"], env=env, log=log, cwd=CODE)
+    wait_for(lambda: _accepts(port), 30, "gunicorn")
+    return web, f"http://127.0.0.1:{port}"
+
+
 def web_url() -> str:
-    """gunicorn serving the measured code, as its gunicorn.conf.py says; started once, by the first row needing it."""
+    """start_web()'s URL; started once, by the first row needing it."""
     if "url" not in _web:
-        port = free_port()
-        start([str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}"], log="web", cwd=CODE)
-        wait_for(lambda: _accepts(port), 30, "gunicorn")
-        _web["url"] = f"http://127.0.0.1:{port}"
+        _, _web["url"] = start_web()
     return _web["url"]
 
 
@@ -680,6 +768,9 @@ def main() -> None:
         sink = SmtpSink("webhooks-0ms")
         results["webhooks"] = deliver_with_webhook(sink, n)
         sink.close()
+    if "encryption" in ONLY:
+        print(f"12. delivery of {n} accepted emails and batch ingest, encryption on / off, alternated", flush=True)
+        results["encryption"] = encryption_on_off(n)
     if "ratelimit" in ONLY:
         print("6. rate limit accuracy", flush=True)
         results["rate_limit"] = rate_limit_accuracy(200, 10, 2000)
@@ -755,12 +846,21 @@ def report(r: dict) -> None:
             ("11. delivery + webhook, 0 ms (emails/s)", wh["emails"]["per_second"], plain["per_second"], ratio(wh["emails"]["per_second"], plain["per_second"]) + "; peer: row 1, no webhook"),
             ("    its webhooks (deliveries/s)", wh["webhooks"]["per_second"], "-", f'all {wh["webhooks"]["messages"]} done at {wh["webhooks"]["all_per_second"]:.0f}/s from the publish'),
         ]  # fmt: skip
+    if "encryption" in r:
+        enc = r["encryption"]
+        for name, part, figure in (
+            ("12. delivery, 0 ms sink, encryption on / off (emails/s)", "delivery", "per_second"),
+            ("12b. batch ingest, encryption on / off (emails/s)", "ingest", "emails_per_second"),
+        ):
+            on, off = enc[part]["on"], enc[part]["off"]
+            rows.append((name, on[figure], off[figure], ratio(on[figure], off[figure]) + f"; target >= 0.90x; peer: off; median of on {_runs(on)}, off {_runs(off)}"))  # fmt: skip
     print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s")
     print(f"code: {r['code']}; load average {r['load_average'][0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
-    print(f"{'scenario':42} {'mailservice':>12} {'peer':>12}  ratio")
+    width = max([42] + [len(name) for name, *_ in rows])
+    print(f"{'scenario':{width}} {'mailservice':>12} {'peer':>12}  ratio")
     for name, ours, peer, note in rows:
         fmt = lambda v: f"{v:12.1f}" if isinstance(v, float | int) else f"{v:>12}"  # noqa: E731
-        print(f"{name:42} {fmt(ours)} {fmt(peer)}  {note}")
+        print(f"{name:{width}} {fmt(ours)} {fmt(peer)}  {note}")
     checked = (
         "delivery_0ms",
         "postoffice_0ms",
@@ -773,6 +873,8 @@ def report(r: dict) -> None:
     checks = {name: r[name] for name in checked if name in r}
     if "webhooks" in r:
         checks["webhook, emails"], checks["webhook, its posts"] = r["webhooks"]["emails"], r["webhooks"]["webhooks"]
+    for mode, figures in r.get("encryption", {}).get("delivery", {}).items():
+        checks[f"encryption {mode}, 3x"] = figures
     if checks:
         print("\ndelivery checks (lost / duplicates):")
     for name, figures in checks.items():
@@ -796,6 +898,13 @@ def report(r: dict) -> None:
             f"answered {st['answered']}, second results {st['duplicate_results']}, errors {st['errors']}, "
             f"rows without a result {st['extra']}, left pending {st['pending']}"
         )
+    if "encryption" in r:
+        print("encryption checks (rows stored encrypted / rows, 3 runs each):")
+        for part in ("delivery", "ingest"):
+            for mode, figures in r["encryption"][part].items():
+                accepted = f", rows / accepted {figures['rows']} / {figures['accepted']}" if part == "ingest" else ""
+                failed = f", failed requests {figures['failures']}" if part == "ingest" else ""
+                print(f"  {part + ', ' + mode:18} {figures['sealed']} / {figures['rows']}{accepted}{failed}")
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(r, indent=2))

@@ -4,7 +4,7 @@ content, and the functions that paths writing or reading those columns in SQL of
 Values are sealed with cryptography's MultiFernet (the newest key seals, every key opens). A stored value says what
 it is, since rows written before the keys were set, or with them unset, are clear:
 - "enc:f:<Fernet token>" is sealed;
-- "enc:z:<Fernet token>" is sealed, compressed (zlib) before: a field made with compress=True, for bodies, which
+- "enc:z:<Fernet token>" is sealed, compressed (zstd) before: a field made with compress=True, for bodies, which
   PostgreSQL compresses when they are clear and cannot once they are sealed;
 - "enc:c:<text>" is clear text that itself begins with "enc:", escaped so that it is never taken for a token;
 - anything else is clear.
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import functools
 import json
-import zlib
+import threading
 from typing import Any
 
+import zstandard
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
@@ -51,6 +52,20 @@ def enabled() -> bool:
 
 # Below this, compressing saves too little to pay for itself.
 COMPRESS_FROM_BYTES = 1024
+# zstd's contexts are not to be shared between threads (gunicorn's, the workers' send threads): one each.
+_zstd = threading.local()
+
+
+def _compressed(data: bytes) -> bytes:
+    if not hasattr(_zstd, "compressor"):
+        _zstd.compressor = zstandard.ZstdCompressor(level=1)
+    return _zstd.compressor.compress(data)
+
+
+def _decompressed(data: bytes) -> bytes:
+    if not hasattr(_zstd, "decompressor"):
+        _zstd.decompressor = zstandard.ZstdDecompressor()
+    return _zstd.decompressor.decompress(data)  # the frame states its size; the token's HMAC vouches for it
 
 
 def seal_text(value: str, *, compress: bool = False) -> str:
@@ -63,7 +78,7 @@ def seal_text(value: str, *, compress: bool = False) -> str:
         return ESCAPED + value if value.startswith(MARK) else value
     data, mark = value.encode(), SEALED
     if compress and len(data) >= COMPRESS_FROM_BYTES:
-        data, mark = zlib.compress(data, 1), COMPRESSED
+        data, mark = _compressed(data), COMPRESSED
     return mark + _fernets(keys)[0].encrypt(data).decode("ascii")
 
 
@@ -83,8 +98,8 @@ def open_text(stored: str) -> str:
     compressed = stored.startswith(COMPRESSED)
     try:
         data = _fernets(keys)[0].decrypt(stored[len(COMPRESSED if compressed else SEALED) :].encode("ascii"))
-        return (zlib.decompress(data) if compressed else data).decode()
-    except (InvalidToken, UnicodeError, zlib.error):
+        return (_decompressed(data) if compressed else data).decode()
+    except (InvalidToken, UnicodeError, zstandard.ZstdError):
         raise UndecryptableError(
             f"A stored value cannot be decrypted with any key of {VARIABLE}: the key it was encrypted with is "
             "missing from it (run `manage.py rotate_encryption_key` before removing a key)."
@@ -97,7 +112,7 @@ def seal_json(value: Any, *, compress: bool = False) -> Any:
     if not value:
         return value
     if _keys():
-        return seal_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), compress=compress)
+        return seal_text(json.dumps(value, separators=(",", ":")), compress=compress)  # ASCII: the fastest encoder
     return seal_text(value) if isinstance(value, str) else value
 
 
