@@ -17,7 +17,7 @@ from emails.models import ApiKey, Email, Template, Webhook, WebhookAttempt, Webh
 from emails.queue import queue_depth
 from emails.services.webhooks import DELETED
 from providers import circuit
-from providers.registry import BACKENDS, ProviderConfig, parse_providers
+from providers.registry import BACKENDS, TEST_PROVIDER, ProviderConfig, parse_providers
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _queue_depth() -> int | None:
 
 
 def _providers(providers: list[ProviderConfig], now: datetime) -> list[dict]:
-    activity = selectors.provider_activity(names=[p.name for p in providers], now=now)
+    activity = selectors.provider_activity(names=[p.name for p in providers] + [TEST_PROVIDER], now=now)
     rows = []
     for provider in providers:
         try:
@@ -72,6 +72,23 @@ def _providers(providers: list[ProviderConfig], now: datetime) -> list[dict]:
                 "sent_last_minute": sent,
                 "rate_per_second": round(sent / 60, 2),
                 "last_error": activity[provider.name]["last_error"],
+            }
+        )
+    # Test emails, apart: listed while a test key may send, or test emails were just recorded SENT.
+    sent = activity[TEST_PROVIDER]["sent_last_minute"]
+    if sent or ApiKey.objects.filter(test=True, revoked_at__isnull=True).exists():
+        rows.append(
+            {
+                "name": TEST_PROVIDER,
+                "backend": "test keys' emails: never sent",
+                "priority": None,
+                "weight": None,
+                "rate_limit": None,
+                "burst": None,
+                "circuit": {"state": "closed", "failures": 0, "open_until": None},
+                "sent_last_minute": sent,
+                "rate_per_second": round(sent / 60, 2),
+                "last_error": None,
             }
         )
     return rows

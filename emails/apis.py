@@ -410,6 +410,10 @@ class StatsApi(APIView):
         )
         sent_last_hour = serializers.IntegerField(help_text="Emails sent in the last hour.")
         failed_last_hour = serializers.IntegerField(help_text="Emails that became FAILED in the last hour.")
+        test_key = serializers.BooleanField(
+            help_text="Whether the key is a test key: its emails are never handed to a provider (they end SENT by "
+            "the provider `test`)."
+        )
 
     @extend_schema(
         operation_id="stats",

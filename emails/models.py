@@ -135,7 +135,8 @@ class Email(models.Model):
     # With MAIL_ENCRYPTION_KEYS set, the subject, bodies and headers are saved here, sealed together (their own
     # columns then empty): each Fernet token pays for an AES key schedule of its own, and compressed before they
     # are sealed, the bodies take less room than PostgreSQL's compression gives them in clear. Loading a row puts
-    # them back in their attributes (from_db()).
+    # them back in their attributes (from_db()); values() and values_list() of those fields read the empty
+    # columns, so read them through instances.
     content = ContentField(default=dict, blank=True, db_default={}, compress=True)
     template = models.CharField(max_length=100, blank=True, help_text="The template it was rendered from.")
     # A Postmark client's MessageStream, kept and shown as a tag is; it chooses no provider here.

@@ -104,6 +104,7 @@ def email_stats(*, api_key: ApiKey) -> dict:
         "counts": counts_by_status(emails),
         "oldest_pending_age_seconds": oldest_due_age_seconds(emails, now),
         **last_hour,
+        "test_key": api_key.test,
     }
 
 

@@ -17,14 +17,15 @@ MAX_SENDERS = 100
 _validate_domain = DomainNameValidator(accept_idna=False)  # given the ASCII form: IDNs are encoded first
 
 
-def api_key_create(*, name: str, senders: Iterable[str] = ()) -> tuple[ApiKey, str]:
+def api_key_create(*, name: str, senders: Iterable[str] = (), test: bool = False) -> tuple[ApiKey, str]:
     """Returns the stored key and the key itself, which is not stored and cannot be shown again.
 
-    `senders`: the domains and addresses the key may send from (empty: any). Raises ValidationError for a
-    name or a sender that is not valid, before anything is stored."""
+    `senders`: the domains and addresses the key may send from (empty: any); `test`: a test key, whose emails go
+    through the whole pipeline and are never handed to a provider. Raises ValidationError for a name or a sender
+    that is not valid, before anything is stored."""
     if not name or len(name) > ApiKey._meta.get_field("name").max_length:
         raise ValidationError("A name of 1 to 100 characters.")
-    api_key = ApiKey(name=name, senders=api_key_senders(senders))
+    api_key = ApiKey(name=name, senders=api_key_senders(senders), test=test)
     return api_key, api_key_issue(api_key)
 
 

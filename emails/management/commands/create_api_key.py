@@ -21,10 +21,16 @@ class Command(BaseCommand):
             help="a domain (example.com: any address at exactly that domain, not its subdomains) or an address "
             "(ops@other.org) the key may send from, as From, Sender and envelope sender; repeat for more",
         )
+        parser.add_argument(
+            "--test",
+            action="store_true",
+            help="a test key: its emails go through the whole pipeline (validation, templates, statuses, webhooks) "
+            "and end SENT by the built-in `test` provider, never handed to a real one",
+        )
 
-    def handle(self, *args, name: str, senders: list[str], **options):
+    def handle(self, *args, name: str, senders: list[str], test: bool, **options):
         try:
-            api_key, key = api_key_create(name=name, senders=senders)
+            api_key, key = api_key_create(name=name, senders=senders, test=test)
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
         if api_key.senders:
@@ -37,5 +43,7 @@ class Command(BaseCommand):
                     "(or edit its senders in the admin)."
                 )
             )
+        if api_key.test:
+            self.stdout.write("A test key: its emails are never handed to a provider (they end SENT by `test`).")
         self.stdout.write(f"Created API key {api_key.name!r} (id {api_key.id}). It is shown only once:")
         self.stdout.write(key)
