@@ -74,9 +74,9 @@ def _providers(providers: list[ProviderConfig], now: datetime) -> list[dict]:
                 "last_error": activity[provider.name]["last_error"],
             }
         )
-    # Test emails, apart: listed while a test key may send, or test emails were just recorded SENT.
+    # Test emails, apart from the real providers' sends: listed while they are being recorded SENT.
     sent = activity[TEST_PROVIDER]["sent_last_minute"]
-    if sent or ApiKey.objects.filter(test=True, revoked_at__isnull=True).exists():
+    if sent:
         rows.append(
             {
                 "name": TEST_PROVIDER,

@@ -211,6 +211,9 @@ class Email(models.Model):
         return str(self.id)
 
     def save(self, *args, update_fields=None, **kwargs):
+        if update_fields is None and not self._state.adding and (deferred := self.get_deferred_fields()):
+            # What Django saves of an instance with deferred fields, made explicit so that it is expanded below.
+            update_fields = {field.attname for field in self._meta.concrete_fields if not field.primary_key} - deferred
         if update_fields is not None and not SEALED_TOGETHER.isdisjoint(update_fields):
             update_fields = {*update_fields, *SEALED_TOGETHER, "content"}  # saved together
         super().save(*args, update_fields=update_fields, **kwargs)
@@ -227,18 +230,29 @@ class Email(models.Model):
     @classmethod
     def from_db(cls, db, field_names, values):
         email = super().from_db(db, field_names, values)
-        together = email.__dict__.get("content")
-        if together:
-            # A column's own value wins: one a QuerySet.update() wrote later (emptying one empties content too).
-            email.__dict__.update({name: value for name, value in together.items() if not email.__dict__.get(name)})
-            email.__dict__["content"] = {}
+        loaded = email.__dict__
+        if "content" not in loaded:
+            # Loaded without `content`, which may hold them: these load with it, when first read.
+            for name in SEALED_TOGETHER.intersection(loaded):
+                del loaded[name]
+        elif together := loaded["content"]:
+            # Every one of them, deferred ones too. A column's own value wins: one a QuerySet.update() wrote
+            # later (emptying one that way must empty `content` too, as retention does).
+            for name in SEALED_TOGETHER:
+                if not loaded.get(name):
+                    loaded[name] = together.get(name) or ({} if name == "headers" else "")
+            loaded["content"] = {}
         return email
 
     def refresh_from_db(self, using=None, fields=None, from_queryset=None):
-        # A deferred subject (or body, or headers) may be in `content`: loaded with it.
-        if fields is not None and not SEALED_TOGETHER.isdisjoint(fields):
-            fields = [*fields, *SEALED_TOGETHER, "content"]
-        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        if fields is None or SEALED_TOGETHER.isdisjoint(fields):
+            return super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        # A deferred subject (or body, or headers) may be in `content`: loaded with it, which brings the others
+        # along; those this instance holds already are kept as they are (they may be unsaved edits).
+        held = {name: self.__dict__[name] for name in SEALED_TOGETHER.difference(fields) if name in self.__dict__}
+        super().refresh_from_db(using=using, fields=[*fields, "content"], from_queryset=from_queryset)
+        self.__dict__.update(held)
+        return None
 
     def can_retry(self) -> bool:
         return self.attempts < settings.MAIL_MAX_ATTEMPTS

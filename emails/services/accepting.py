@@ -25,6 +25,7 @@ from emails.fields import attachment_size, bare_address, canonical_mailbox
 from emails.models import ApiKey, Email, EmailEvent, IdempotencyKey, Template
 from emails.services.api_keys import api_key_may_send_as
 from infra import metrics
+from infra.encryption import open_json
 
 Status = Email.Status
 
@@ -328,7 +329,8 @@ def _stored_once_keys(idents: list[tuple[int, str]]) -> dict[tuple[int, str], tu
             [[key_id for key_id, _ in idents], [key for _, key in idents]],
         )
         rows = cursor.fetchall()
-    return {(key_id, key): (request_hash, _json(response)) for key_id, key, request_hash, response in rows}
+    # Opened: rotate_encryption_key seals every stored response, these ({"id": …}, no content) too.
+    return {(key_id, key): (request_hash, open_json(_json(response))) for key_id, key, request_hash, response in rows}
 
 
 def _json(value: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import connection, models
 
-from emails.models import Email, IdempotencyKey, Webhook, WebhookMessage
+from emails.models import SEALED_TOGETHER, Email, IdempotencyKey, Webhook, WebhookMessage
 from infra.encryption import (
     EncryptedJSONField,
     EncryptedTextField,
@@ -35,9 +35,10 @@ class EncryptionNotConfigured(Exception):
 
 @dataclass(frozen=True)
 class _Sealed:
-    """A value a table stores sealed: read with `read`, written with `write` ({new}: the new value's column),
-    sealed by `store` (a JSON value: once opened and decoded)."""
+    """A value a table stores sealed: `name`d as its field, read with `read`, written with `write` ({new}: the new
+    value's column), sealed by `store` (a JSON value: once opened and decoded)."""
 
+    name: str
     read: str
     write: str
     is_json: bool
@@ -48,26 +49,48 @@ def _columns(model: type[models.Model]) -> list[_Sealed]:
     quote = connection.ops.quote_name
     return [
         _Sealed(
-            f"t.{quote(f.column)}", f"{quote(f.column)} = {{new}}", isinstance(f, EncryptedJSONField), f.get_prep_value
+            f.attname,
+            f"t.{quote(f.column)}",
+            f"{quote(f.column)} = {{new}}",
+            isinstance(f, EncryptedJSONField),
+            f.get_prep_value,
         )
         for f in model._meta.concrete_fields
         if isinstance(f, EncryptedTextField | EncryptedJSONField)
     ]
 
 
-def _tables() -> list[tuple[type[models.Model], list[_Sealed]]]:
+def _sealed_each(sealed: list[_Sealed], opened: dict[str, Any]) -> dict[str, Any]:
+    return {s.name: s.store(opened[s.name]) for s in sealed}
+
+
+def _email_relaid(sealed: list[_Sealed], opened: dict[str, Any]) -> dict[str, Any]:
+    """An email's values as saving it now stores them: its subject, bodies and headers together in `content`, those
+    of a row stored before (clear, or sealed one by one) included."""
+    together = opened["content"] or {}
+    return Email.stored_row(
+        {
+            **opened,
+            **{name: opened[name] or together.get(name) or opened[name] for name in SEALED_TOGETHER},
+            "content": {},
+        }
+    )
+
+
+def _tables() -> list[tuple[type[models.Model], list[_Sealed], Callable]]:
     # A body's copy of its email's metadata (webhook_outbox.payload_sql), sealed as the email's column is.
     payload_metadata = _Sealed(
+        "metadata",
         "t.payload #> '{data,metadata}'",
         "payload = jsonb_set(t.payload, '{{data,metadata}}', {new})",
         True,
         Email._meta.get_field("metadata").get_prep_value,
     )
     return [
-        (Email, _columns(Email)),
-        (IdempotencyKey, _columns(IdempotencyKey)),
-        (Webhook, _columns(Webhook)),
-        (WebhookMessage, [payload_metadata]),
+        (Email, _columns(Email), _email_relaid),
+        (IdempotencyKey, _columns(IdempotencyKey), _sealed_each),
+        (Webhook, _columns(Webhook), _sealed_each),
+        (WebhookMessage, [payload_metadata], _sealed_each),
     ]
 
 
@@ -90,25 +113,25 @@ def encryption_rotate(
             "sealed with."
         )
     done = []
-    for model, sealed in _tables():
+    for model, sealed, store in _tables():
         progress = Progress(model._meta.db_table)
-        changed = _rotate(model, sealed, progress, batch=batch, report=report)
+        changed = _rotate(model, sealed, store, progress, batch=batch, report=report)
         for _ in range(AGAIN):
             if not changed:
                 break
-            changed = _rotate(model, sealed, progress, batch=batch, report=report, only=changed)
+            changed = _rotate(model, sealed, store, progress, batch=batch, report=report, only=changed)
         progress.changed_meanwhile = len(changed)
         report(progress)
         done.append(progress)
     return done
 
 
-def _rotate(model, sealed: list[_Sealed], progress: Progress, *, batch: int, report, only=None) -> list[Any]:
+def _rotate(model, sealed: list[_Sealed], store, progress: Progress, *, batch: int, report, only=None) -> list[Any]:
     changed = []
     for rows in _batches(model, sealed, batch=batch, only=only):
         progress.read += len(rows)
-        stale = [row for row in rows if not _all_current(row, sealed)]
-        written = _write(model, sealed, [_resealed(row, sealed) for row in stale])
+        stale = [row for row in rows if not _current(model, row, sealed)]
+        written = _write(model, sealed, [_resealed(row, sealed, store) for row in stale])
         progress.rewritten += len(written)
         changed += [row[0] for row in stale if row[0] not in written]
         report(progress)
@@ -139,21 +162,22 @@ def _decoded(value: Any, is_json: bool) -> Any:
     return json.loads(value) if is_json and isinstance(value, str) else value
 
 
-def _all_current(row: tuple, sealed: list[_Sealed]) -> bool:
-    return all(_current(value, s.is_json) for value, s in zip(row[2:], sealed, strict=True))
+def _current(model, row: tuple, sealed: list[_Sealed]) -> bool:
+    """Whether a row is stored as saving it now would: each value empty or sealed with the newest key (an email's
+    subject, bodies and headers in `content`)."""
+    values = {s.name: _decoded(value, s.is_json) for value, s in zip(row[2:], sealed, strict=True)}
+    if model is Email and any(values[name] for name in SEALED_TOGETHER):
+        return False
+    return all(not value or sealed_with_newest(value) for value in values.values())
 
 
-def _current(value: Any, is_json: bool) -> bool:
-    value = _decoded(value, is_json)
-    return not value or sealed_with_newest(value)
-
-
-def _resealed(row: tuple, sealed: list[_Sealed]) -> tuple:
-    new = [
-        json.dumps(s.store(open_json(_decoded(value, True)))) if s.is_json else s.store(open_text(value))
+def _resealed(row: tuple, sealed: list[_Sealed], store) -> tuple:
+    opened = {
+        s.name: open_json(_decoded(value, True)) if s.is_json else open_text(value)
         for value, s in zip(row[2:], sealed, strict=True)
-    ]
-    return (row[0], row[1], *new)
+    }
+    stored = store(sealed, opened)
+    return (row[0], row[1], *(json.dumps(stored[s.name]) if s.is_json else stored[s.name] for s in sealed))
 
 
 def _write(model, sealed: list[_Sealed], rows: list[tuple]) -> set[Any]:

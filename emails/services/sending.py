@@ -30,6 +30,7 @@ from emails.fields import canonical_mailbox
 from emails.models import Email, EmailEvent, Suppression
 from emails.services import webhook_outbox
 from infra import metrics
+from infra.encryption import UndecryptableError
 from providers import failover
 from providers.errors import ProviderError
 from providers.inline import MessageWithInlineParts
@@ -218,8 +219,8 @@ def _claim(email_ids: list[UUID | str]) -> list[Email]:
     # worker host whose clock is off neither sends early nor writes a lease that ends at the wrong time.
     # `status || ''` keeps the planner on the primary key: matched against the partial index of
     # PENDING rows, with statistics a bulk insert has not reached yet, it would scan every pending row.
-    return list(
-        Email.objects.raw(
+    with connection.cursor() as cursor:
+        cursor.execute(
             f"""UPDATE {Email._meta.db_table}
                    SET status = %s, attempts = attempts + 1, updated_at = statement_timestamp(),
                        lease_until = statement_timestamp() + %s * interval '1 second'
@@ -227,7 +228,53 @@ def _claim(email_ids: list[UUID | str]) -> list[Email]:
              RETURNING {", ".join(connection.ops.quote_name(f) for f in SENDING_FIELDS)}""",  # noqa: S608 - ours
             [Status.PROCESSING, settings.MAIL_LEASE_SECONDS, [str(i) for i in email_ids], Status.PENDING],
         )
-    )
+        rows = cursor.fetchall()
+    emails, unreadable = [], []
+    for row in rows:
+        try:
+            emails.append(_email_of(row))
+        except UndecryptableError as exc:
+            log.error("email %s not sent: %s", row[0], exc)  # the exception names the variable, quotes nothing
+            unreadable.append(row)
+    if unreadable:
+        _wait_for_keys(unreadable)
+    return emails
+
+
+def _email_of(row: tuple) -> Email:
+    """The Email a claimed row is, its columns converted as a query converts them (stored content opened)."""
+    values = {
+        column.attname: value if value is None else _convert(column, value)
+        for column, value in zip(_SENDING, row, strict=True)
+    }
+    return Email.from_db(connection.alias, _SENDING_IN_MODEL_ORDER, [values[name] for name in _SENDING_IN_MODEL_ORDER])
+
+
+def _convert(column, value):
+    for converter in column.get_db_converters(connection):
+        value = converter(value, None, connection)
+    return value
+
+
+_SENDING = [Email._meta.get_field(name) for name in SENDING_FIELDS]
+_SENDING_IN_MODEL_ORDER = [field.attname for field in Email._meta.concrete_fields if field.attname in SENDING_FIELDS]
+KEYS_RETRY_SECONDS = 60
+
+
+def _wait_for_keys(rows: list[tuple]) -> None:
+    """Claimed emails whose content no key opens go back to PENDING, due again in a minute, their attempt
+    not counted: they are sent once MAIL_ENCRYPTION_KEYS holds their key again, never failed for a setting."""
+    lease_at = SENDING_FIELDS.index("lease_until")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {Email._meta.db_table} AS e
+                   SET status = %s, attempts = e.attempts - 1, lease_until = NULL, updated_at = statement_timestamp(),
+                       next_attempt_at = statement_timestamp() + %s * interval '1 second'
+                  FROM unnest(%s::uuid[], %s::timestamptz[]) AS v (id, lease)
+                 WHERE e.id = v.id AND e.status = %s AND e.lease_until = v.lease""",  # noqa: S608 - ours
+            [Status.PENDING, KEYS_RETRY_SECONDS, [str(row[0]) for row in rows], [row[lease_at] for row in rows],
+             Status.PROCESSING],
+        )  # fmt: skip
 
 
 def _suppressed(emails: list[Email]) -> dict[UUID, set[str]]:

@@ -24,7 +24,7 @@ from standardwebhooks import Webhook as Signer
 from emails.models import Webhook, WebhookAttempt, WebhookMessage
 from emails.services.webhook_outbox import opened_payload
 from infra import metrics, safe_http
-from infra.encryption import open_text
+from infra.encryption import UndecryptableError, open_text
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class _Claimed:
     id: object
     webhook_id: object
     url: str
-    secret: str
+    secret: str  # as stored, and the payload too: opened by the attempt, so that one no key opens fails alone
     active: bool
     payload: dict
     attempts: int
@@ -117,9 +117,8 @@ def _claim(limit: int) -> list[_Claimed]:
         )
         rows = cursor.fetchall()
     return [
-        _Claimed(id=r[0], webhook_id=r[1], url=r[2], secret=open_text(r[3]), active=r[4],
-                 payload=opened_payload(r[5] if isinstance(r[5], dict) else json.loads(r[5])), attempts=r[6],
-                 lease_until=r[7])
+        _Claimed(id=r[0], webhook_id=r[1], url=r[2], secret=r[3], active=r[4],
+                 payload=r[5] if isinstance(r[5], dict) else json.loads(r[5]), attempts=r[6], lease_until=r[7])
         for r in rows
     ]  # fmt: skip
 
@@ -150,10 +149,12 @@ def _deliver(messages: list[_Claimed], claimed_at: float, shutdown_deadline: Cal
             if result.outcome == Status.DISABLED:
                 gone.add(message.webhook_id)
             return result
+        except UndecryptableError as exc:  # a key missing from MAIL_ENCRYPTION_KEYS: retried on the schedule
+            log.error("webhook message %s: %s", message.id, exc)
+            return _unattempted(message, "internal error: its payload or secret cannot be decrypted")
         except Exception as exc:  # a bug must still end in a recorded attempt, not a lease left to expire
             log.error("webhook message %s: unexpected %s while delivering", message.id, type(exc).__name__)
-            answer = safe_http.Answer(error=f"internal error: {type(exc).__name__}")
-            return _Result(message, *_next(message.attempts, answer), at=datetime.now(UTC), answer=answer)
+            return _unattempted(message, f"internal error: {type(exc).__name__}")
 
     results = list(_threads().map(attempt, messages))
     done = [r for r in results if r is not None]
@@ -174,14 +175,21 @@ def _deliver(messages: list[_Claimed], claimed_at: float, shutdown_deadline: Cal
     return counts
 
 
+def _unattempted(message: _Claimed, error: str) -> _Result:
+    """An attempt that failed before its request was sent, recorded as one: retried on the schedule."""
+    answer = safe_http.Answer(error=error)
+    outcome, retry_in = _next(message.attempts, answer)
+    return _Result(message, outcome, at=datetime.now(UTC), answer=answer, retry_in=retry_in)
+
+
 def _attempt(message: _Claimed) -> _Result:
-    body = json.dumps(message.payload).encode()
+    body = json.dumps(opened_payload(message.payload)).encode()
     msg_id = WebhookMessage.header_id(message.id)
     at = datetime.now(UTC)
     headers = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Signer(message.secret).sign(msg_id, at, body.decode()),  # str: every 1.x signs it
+        "webhook-signature": Signer(open_text(message.secret)).sign(msg_id, at, body.decode()),  # str: 1.x signs it
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
     }

@@ -15,10 +15,12 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from emails.models import Email, IdempotencyKey, Webhook, WebhookMessage
-from emails.services import api_key_create, email_send
+from emails.services import api_key_create, email_send, emails_send
+from emails.services.accepting import OnceItem, email_create_batch_once
 from emails.services.webhook_delivery import webhooks_deliver_due
 from infra.encryption import UndecryptableError
 from mailservice.settings import encryption_keys
@@ -155,6 +157,10 @@ def test_rotation_to_a_new_key_lets_the_old_one_go_and_seals_rows_stored_in_clea
         make_due(email_id)
         email_send(email_id)
     sealed_with_old = stored("content", sealed_id)
+    # A door's idempotency key (the stream's, the Postmark door's): its stored {"id"} is resealed too.
+    fields = {"from_email": "shop@example.com", "to": ["alice@example.org"], "subject": marker}
+    once = OnceItem(api_key=shop.api_key, key="stream:order-7", request_hash="h7", fields=fields)
+    [first] = email_create_batch_once([once])
 
     settings.MAIL_ENCRYPTION_KEYS = [NEW_KEY, OLD_KEY]
     call_command("rotate_encryption_key", "--batch", "1")
@@ -162,12 +168,15 @@ def test_rotation_to_a_new_key_lets_the_old_one_go_and_seals_rows_stored_in_clea
     settings.MAIL_ENCRYPTION_KEYS = [NEW_KEY]
 
     assert stored("content", sealed_id) != sealed_with_old
-    assert stored("subject", clear_id).startswith("enc:f:")  # a clear row: sealed field by field
+    # A row stored in clear is laid out as saving it now stores it: subject, bodies and headers together.
+    assert (stored("subject", clear_id), stored("text", clear_id)) == ("", "")
+    assert stored("content", clear_id).startswith("enc:z:")
     assert marker not in pg_dump() and hook.secret not in pg_dump()
     for email_id in (clear_id, sealed_id):
         assert_shown_in_clear(shop, operator, email_id, marker)
     replay = shop.post("/api/v1/emails", marked_email(marker), format="json", HTTP_IDEMPOTENCY_KEY="k-clear")
     assert replay.json() == clear.json()
+    assert email_create_batch_once([once]) == [{"email_id": first["email_id"], "replayed": True}]
     assert webhooks_deliver_due() == {"delivered": 2}  # the secret and the payloads open with the new key alone
     assert [request.event["data"]["metadata"] for request in receiver.requests] == [{"order": marker}] * 2
 
@@ -250,3 +259,63 @@ def test_the_orm_saves_an_email_as_the_doors_do_and_a_partial_save_keeps_the_res
     again = Email.objects.get(id=made.id)
     assert (again.subject, again.text, again.headers) == (f"Changed {marker}", f"Text {marker}", {"X-Marker": marker})
     assert marker not in pg_dump()
+
+
+def test_a_webhook_whose_secret_no_key_opens_fails_alone(settings, shop, receiver):
+    settings.MAIL_ENCRYPTION_KEYS = [OTHER_KEY]
+    lost = Webhook.objects.create(api_key=shop.api_key, url=receiver.url + "?lost")
+    settings.MAIL_ENCRYPTION_KEYS = [OLD_KEY]
+    kept = Webhook.objects.create(api_key=shop.api_key, url=receiver.url)
+    receiver.secret = kept.secret
+    email_id = shop.post("/api/v1/emails", email_payload(), format="json").json()["id"]
+    make_due(email_id)
+    email_send(email_id)
+
+    assert webhooks_deliver_due() == {"delivered": 1, "retry": 1}
+    assert [request.path for request in receiver.requests] == ["/hooks"]
+    failed = WebhookMessage.objects.get(webhook=lost)
+    assert (failed.status, failed.attempts) == ("pending", 1)
+    assert "cannot be decrypted" in failed.attempts_made.get().error
+
+
+def test_partial_loads_and_saves_neither_lose_content_nor_unsaved_edits(settings, shop, marker):
+    settings.MAIL_ENCRYPTION_KEYS = [OLD_KEY]
+    sent = marked_email(marker)
+    email_id = shop.post("/api/v1/emails", sent, format="json").json()["id"]
+
+    # Loaded without `content`: the subject is not taken from its empty column.
+    assert Email.objects.only("id", "subject").get(id=email_id).subject == sent["subject"]
+    # An instance with deferred fields saved whole: Django saves the loaded ones, and they go together.
+    partial = Email.objects.only("id", "subject", "status").get(id=email_id)
+    partial.subject = f"Changed {marker}"
+    partial.save()
+    # A deferred field read after an unsaved edit of another: the edit stays.
+    listed = Email.objects.defer("text", "html", "headers", "content").get(id=email_id)
+    listed.html = "<p>edited</p>"
+    assert listed.text == sent["text"] and listed.html == "<p>edited</p>"
+    listed.save(update_fields=["html"])
+
+    again = Email.objects.get(id=email_id)
+    assert (again.subject, again.text, again.html, again.headers) == (
+        f"Changed {marker}", sent["text"], "<p>edited</p>", sent["headers"],
+    )  # fmt: skip
+
+
+def test_an_email_no_key_opens_waits_for_its_key_and_its_batch_mates_are_sent(settings, shop, sending_to_sink):
+    settings.MAIL_ENCRYPTION_KEYS = [OTHER_KEY]
+    waiting = shop.post("/api/v1/emails", email_payload(subject="Sealed with another key"), format="json").json()["id"]
+    settings.MAIL_ENCRYPTION_KEYS = [OLD_KEY]
+    mate = shop.post("/api/v1/emails", email_payload(), format="json").json()["id"]
+    for email_id in (waiting, mate):
+        make_due(email_id)
+
+    emails_send([waiting, mate])  # one claim, as a worker's batch
+
+    assert [received.email_id for received in sending_to_sink.received] == [mate]
+    held = Email.objects.only("status", "attempts", "next_attempt_at").get(id=waiting)
+    assert (held.status, held.attempts) == ("PENDING", 0)  # not failed for a setting, its attempt not counted
+    assert held.next_attempt_at > timezone.now()
+    settings.MAIL_ENCRYPTION_KEYS = [OLD_KEY, OTHER_KEY]  # the key is back
+    make_due(waiting)
+    emails_send([waiting])
+    assert Email.objects.get(id=waiting).status == "SENT" and len(sending_to_sink.received) == 2

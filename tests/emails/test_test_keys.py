@@ -10,11 +10,14 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from emails.models import ApiKey, Email, Template, Webhook
-from tests.conftest import email_payload
+from emails.services import api_key_create, email_create, email_send
+from tests.conftest import email_payload, make_due
 from tests.processes import wait_for
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker sees only committed rows
+
+FIELDS = {"from_email": "Shop <shop@example.com>", "to": ["alice@example.org"], "subject": "Hi", "text": "Hello"}
 
 
 @pytest.fixture
@@ -56,10 +59,14 @@ def test_a_test_keys_email_ends_sent_by_test_reaches_no_sink_and_its_webhook_fir
     assert (stats["test_key"], stats["counts"]["SENT"]) == (True, 1)
 
 
-def test_the_dashboard_lists_test_emails_apart_while_a_test_key_may_send(client, sending_to_sink):
+def test_the_dashboard_lists_test_emails_apart_from_the_real_providers_sends(client, sending_to_sink):
     client.force_login(User.objects.create_user("operator", password="pw", is_staff=True))
     assert "test" not in [p["name"] for p in client.get("/dashboard/data").json()["providers"]]
+    api_key, _ = api_key_create(name="shop-ci", test=True)
+    email = email_create(api_key=api_key, **FIELDS)
+    make_due(email.id)
+    email_send(email.id)
 
-    call_command("create_api_key", "shop-ci", "--test", stdout=io.StringIO(), stderr=io.StringIO())
     (listed,) = [p for p in client.get("/dashboard/data").json()["providers"] if p["name"] == "test"]
-    assert listed["backend"] == "test keys' emails: never sent" and listed["sent_last_minute"] == 0
+    assert (listed["backend"], listed["sent_last_minute"]) == ("test keys' emails: never sent", 1)
+    assert sending_to_sink.received == []
