@@ -1,4 +1,7 @@
-"""A minimal Django project for the peer, django-post_office, with its defaults (5 threads, batches of 100)."""
+"""A minimal Django project for the peer, django-post_office, with its defaults (5 threads, batches of 100).
+
+It delivers over SMTP to SINK_PORT, or, with BENCH_POSTMARK_URL set, through anymail's Postmark backend to that
+API URL (row 13's fake ESP, bench/fake_esp.py): the backend our own Postmark provider uses."""
 
 import os
 
@@ -16,7 +19,12 @@ DATABASES = {
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 EMAIL_BACKEND = "post_office.EmailBackend"
-POST_OFFICE = {"BACKENDS": {"default": "django.core.mail.backends.smtp.EmailBackend"}, "LOG_LEVEL": 0}
+POSTMARK_URL = os.environ.get("BENCH_POSTMARK_URL")
+DELIVERY_BACKEND = (
+    "anymail.backends.postmark.EmailBackend" if POSTMARK_URL else "django.core.mail.backends.smtp.EmailBackend"
+)
+POST_OFFICE = {"BACKENDS": {"default": DELIVERY_BACKEND}, "LOG_LEVEL": 0}
+ANYMAIL = {"POSTMARK_SERVER_TOKEN": "bench", "POSTMARK_API_URL": POSTMARK_URL or ""}
 EMAIL_HOST = "127.0.0.1"
 EMAIL_PORT = int(os.environ.get("SINK_PORT", "25"))
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

@@ -10,6 +10,8 @@ read by one and two `manage.py consume_stream` processes (row 10, every result c
 Row 11 is row 1's delivery with a webhook on every email's key, its deliveries counted at a local receiver.
 Row 12 is row 1's delivery and row 4's batch ingest of a larger email (bench/load.py's RICH_EMAIL) with encryption
 at rest on beside the same with it off, runs alternated.
+Row 13 is delivery through an HTTP ESP: anymail's Postmark backend, ours and django-post_office's, against a fake
+Postmark API on loopback answering after 20 ms (bench/fake_esp.py), each email counted there by its id header.
 
 BENCH_CODE=<a checkout> measures that checkout's code (its manage.py, gunicorn.conf.py, workers) with this
 bench, e.g. a `git worktree` of an older commit beside this one.
@@ -44,7 +46,7 @@ WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
 os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
 # A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
-EVERY_ROW = "delivery,delivery20,ingest,ratelimit,postmark,smtp,stream,webhooks,encryption"
+EVERY_ROW = "delivery,delivery20,http,ingest,ratelimit,postmark,smtp,stream,webhooks,encryption"
 ONLY = set(os.environ.get("BENCH_ONLY", EVERY_ROW).split(","))
 # The code measured: this checkout, or BENCH_CODE's. The bench's own modules always run from this one.
 CODE = Path(os.environ.get("BENCH_CODE", ROOT)).resolve()
@@ -188,6 +190,26 @@ class LatencySink:
         self.process = start([PYTHON, "-m", "bench.sink", str(self.port), str(latency), str(self.out)],
                              log=f"sink-{name}")  # fmt: skip
         wait_for(lambda: _accepts(self.port), 10, "aiosmtpd sink")
+
+    def arrivals(self) -> list[tuple[str, float]]:
+        stop(self.process)
+        return [(i, float(t)) for i, t in (line.split() for line in self.out.read_text().splitlines())]
+
+
+class FakeEsp:
+    """bench/fake_esp.py: Postmark's send API answering each request after `latency` seconds."""
+
+    def __init__(self, name: str, latency: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.out = SCRATCH / f"arrivals-{name}.txt"
+        self.process = start([PYTHON, "-m", "bench.fake_esp", str(self.port), str(latency), str(self.out)],
+                             log=f"fake-esp-{name}")  # fmt: skip
+        wait_for(lambda: _accepts(self.port), 10, "fake ESP")
+
+    def provider(self) -> dict:
+        """Our MAIL_PROVIDERS entry for it: anymail's Postmark backend, its API URL pointed here."""
+        return {"name": "postmark", "backend": "postmark", "options": {"server_token": "bench", "api_url": self.url}}
 
     def arrivals(self) -> list[tuple[str, float]]:
         stop(self.process)
@@ -348,10 +370,15 @@ def rss_mb(process: subprocess.Popen) -> float:
 # --- scenarios -----------------------------------------------------------------------------------
 
 
-def deliver_mailservice(sink, count: int, content: dict | None = None, env: dict | None = None) -> tuple[dict, float]:
+def deliver_mailservice(
+    sink, count: int, content: dict | None = None, env: dict | None = None, provider: dict | None = None
+) -> tuple[dict, float]:
+    """`provider`: the MAIL_PROVIDERS entry to deliver through; SMTP to the sink's port if not given."""
     from emails import queue
 
-    reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
+    reset_mailservice(
+        [provider or {"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}]
+    )
     ids = accepted_emails(count, content=content)
     [worker] = start_workers(env=env)
     queue.publish(ids)
@@ -362,8 +389,11 @@ def deliver_mailservice(sink, count: int, content: dict | None = None, env: dict
 
 
 def deliver_postoffice(sink, count: int) -> dict:
+    """django-post_office delivering to `sink`: over SMTP, or through anymail's Postmark backend to a FakeEsp."""
     reset_postoffice()
     env = {"SINK_PORT": str(sink.port), "DJANGO_SETTINGS_MODULE": "bench.postoffice_settings"}
+    if isinstance(sink, FakeEsp):
+        env["BENCH_POSTMARK_URL"] = sink.url
     subprocess.run([PYTHON, "-m", "bench.postoffice_enqueue", str(count), "many"], cwd=ROOT, check=True,
                    env={**os.environ, **env}, capture_output=True)  # fmt: skip
     subprocess.run([PYTHON, "-m", "django", "send_queued_mail", "--processes", "2"], cwd=ROOT, check=True,
@@ -741,6 +771,12 @@ def main() -> None:
         results["delivery_20ms"], _ = deliver_mailservice(LatencySink("ours-20ms", 0.02), n)
         results["postoffice_20ms"] = deliver_postoffice(LatencySink("postoffice-20ms", 0.02), n)
 
+    if "http" in ONLY:
+        print(f"13. delivery of {n} accepted emails through a fake HTTP ESP (anymail Postmark), 20 ms", flush=True)
+        esp = FakeEsp("ours-http", 0.02)
+        results["http_20ms"], _ = deliver_mailservice(esp, n, provider=esp.provider())
+        results["postoffice_http_20ms"] = deliver_postoffice(FakeEsp("postoffice-http", 0.02), n)
+
     if "ingest" in ONLY:
         ingest_and_end_to_end(results, n)
     if "postmark" in ONLY or "smtp" in ONLY:
@@ -854,6 +890,9 @@ def report(r: dict) -> None:
         ):
             on, off = enc[part]["on"], enc[part]["off"]
             rows.append((name, on[figure], off[figure], ratio(on[figure], off[figure]) + f"; target >= 0.90x; peer: off; median of on {_runs(on)}, off {_runs(off)}"))  # fmt: skip
+    if "http_20ms" in r:
+        ours, po = r["http_20ms"], r["postoffice_http_20ms"]
+        rows.append(("13. delivery, HTTP ESP 20 ms (emails/s)", ours["per_second"], po["per_second"], ratio(ours["per_second"], po["per_second"]) + "; anymail Postmark, both; target >= 4x"))  # fmt: skip
     print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s")
     print(f"code: {r['code']}; load average {r['load_average'][0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     width = max([42] + [len(name) for name, *_ in rows])
@@ -867,6 +906,8 @@ def report(r: dict) -> None:
         "smtplib_ceiling",
         "delivery_20ms",
         "postoffice_20ms",
+        "http_20ms",
+        "postoffice_http_20ms",
         "end_to_end",
         "rate_limit",
     )
