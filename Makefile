@@ -30,8 +30,17 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# tests/test_pgbouncer.py runs Debian's pgbouncer, a private one on a free port: the package's own service is not
+# needed, so it is stopped and disabled where the package started it.
+PGBOUNCER := /usr/sbin/pgbouncer
+
+$(PGBOUNCER):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer
+	-$(SUDO) systemctl disable --now pgbouncer 2>/dev/null || $(SUDO) service pgbouncer stop 2>/dev/null
+
 # The whole suite (or PYTEST_ARGS), against embedded servers where the machine runs none.
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(PGBOUNCER)
 	$(BIN)/python -m launcher test $(PYTEST_ARGS)
 
 lint: $(STAMP)

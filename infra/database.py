@@ -30,7 +30,11 @@ def bound_every_query() -> None:
     on the server. Call it once per process, before its first query."""
     timeout = settings.MAIL_DATABASE_TIMEOUT
     set_wait_callback(functools.partial(wait_for_answer, timeout=timeout))
-    connection_created.connect(_set_statement_timeout, dispatch_uid="infra.database.statement_timeout")
+    # Behind a transaction pooler a session SET would land on whichever server connection the pooler lent
+    # for that one statement, and stay there for the clients it serves next (and be missing from the others).
+    # There the pooler sets the timeout on each server connection it opens (README "Behind PgBouncer").
+    if settings.DATABASE_POOLING != "transaction":
+        connection_created.connect(_set_statement_timeout, dispatch_uid="infra.database.statement_timeout")
 
 
 # A connect waits for a handful of short answers (TCP, TLS, authentication), never for a query's work: a
@@ -66,6 +70,7 @@ def wait_for_answer(conn, *, timeout: float) -> None:
 
 
 def _set_statement_timeout(sender, connection, **kwargs) -> None:
-    """The server stops the work the client has given up on (a slow query, not a frozen server)."""
+    """The server stops the work the client has given up on (a slow query, not a frozen server). A session
+    setting: on a direct connection the session is this client's for the connection's life."""
     with connection.cursor() as cursor:
         cursor.execute("SET statement_timeout = %s", [round(settings.MAIL_DATABASE_TIMEOUT * 1000)])

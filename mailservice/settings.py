@@ -239,6 +239,15 @@ DATABASES["default"]["OPTIONS"] = {
     "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged
     **DATABASES["default"].get("OPTIONS", {}),
 }
+# DATABASE_POOLING=transaction: DATABASE_URL is a pooler in transaction mode (PgBouncer's pool_mode =
+# transaction), which lends each transaction whichever server connection is free. Then nothing may outlive a
+# transaction on the server: no server-side cursors (QuerySet.iterator() would DECLARE one WITH HOLD, left on
+# a connection the next transaction may not get), no session SET (infra.database leaves the statement
+# timeout to the pooler). Unset: a direct connection, or a pooler in session mode.
+DATABASE_POOLING = env_str("DATABASE_POOLING", "")
+if DATABASE_POOLING not in ("", "transaction"):
+    raise ImproperlyConfigured(f"DATABASE_POOLING must be transaction or unset, not {DATABASE_POOLING!r}")
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_POOLING == "transaction"
 # Web and Celery processes only (infra.database.bound_every_query): the longest PostgreSQL may stay
 # silent during one wait, and each statement's timeout. Two tries (the health check, then the reconnect)
 # keep a request under 5 s when the server is frozen.

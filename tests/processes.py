@@ -442,3 +442,88 @@ def fresh_clone(destination: Path) -> Path:
     (venv / ".installed").touch()
     os.utime(destination / "pyproject.toml", (0, 0))  # older than the stamp
     return destination
+
+
+PGBOUNCER = Path("/usr/sbin/pgbouncer")  # Debian's package (`make test` installs it)
+
+
+class PgBouncer:
+    """A PgBouncer of the test's own in transaction pooling mode, in front of one database: the processes pointed at
+    `url` share at most `pool_size` server connections, each lent for one transaction at a time. Each server connection
+    it opens gets `statement_timeout_ms` (as README "Behind PgBouncer" configures it).
+
+    Its configuration lives in a directory of its own under /tmp, which the OS user that runs it (not root: PgBouncer
+    refuses) may enter; its log is the Process's, in `log_dir`."""
+
+    def __init__(
+        self,
+        *,
+        database: str,
+        user: str,
+        server_host: str,
+        server_port: int,
+        pool_size: int,
+        statement_timeout_ms: int,
+        log_dir: Path,
+    ) -> None:
+        self.database = database
+        self.user = user
+        self.pool_size = pool_size
+        self.port = free_port()
+        self.url = f"postgres://{user}@127.0.0.1:{self.port}/{database}"
+        self.root = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+        (self.root / "userlist.txt").write_text(f'"{user}" ""\n')  # auth_type = trust still needs the user listed
+        server = f"host={server_host} port={server_port} dbname={database}"
+        (self.root / "pgbouncer.ini").write_text(
+            f"[databases]\n{database} = {server} connect_query='SET statement_timeout = {statement_timeout_ms}'\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.root / 'userlist.txt'}\nadmin_users = {user}\n"
+            f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 200\n"
+        )
+        command = [str(PGBOUNCER), str(self.root / "pgbouncer.ini")]
+        os_user = postgres_os_user()
+        if os_user is not None:
+            os.chown(self.root, os_user.pw_uid, os_user.pw_gid)
+            command = ["runuser", "-u", os_user.pw_name, "--", *command]
+        self.process = Process("pgbouncer", command, dict(os.environ), log_dir)
+
+    def __enter__(self) -> PgBouncer:
+        try:
+            wait_for(self._answers, timeout=10, what=f"pgbouncer on port {self.port}")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops it (closing its server connections, so that the database can be dropped) and removes its files."""
+        self.process.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _answers(self) -> bool:
+        assert not self.process.exited(), self.process.log()
+        try:
+            self.show("VERSION")
+        except psycopg2.OperationalError:
+            return False
+        return True
+
+    def show(self, what: str, *, database: str | None = None) -> list[dict[str, object]]:
+        """`SHOW <what>` on its admin console (POOLS, CLIENTS, SERVERS, STATS, ...), as rows of column: value; with
+        `database`, its rows only."""
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=self.user, dbname="pgbouncer", connect_timeout=2
+        )
+        try:
+            connection.autocommit = True  # the console knows no BEGIN
+            with connection.cursor() as cursor:
+                cursor.execute(f"SHOW {what}")
+                columns = [column.name for column in cursor.description]
+                rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            connection.close()
+        return [row for row in rows if database is None or row["database"] == database]
