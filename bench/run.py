@@ -12,6 +12,8 @@ Row 12 is row 1's delivery and row 4's batch ingest of a larger email (bench/loa
 at rest on beside the same with it off, runs alternated.
 Row 13 is delivery through an HTTP ESP: anymail's Postmark backend, ours and django-post_office's, against a fake
 Postmark API on loopback answering after 20 ms (bench/fake_esp.py), each email counted there by its id header.
+Row 14 is delivery by two worker groups, through a PgBouncer of the bench's own in transaction pooling mode
+(bench/pgbouncer.py) beside the same connected to PostgreSQL directly, runs alternated.
 
 BENCH_CODE=<a checkout> measures that checkout's code (its manage.py, gunicorn.conf.py, workers) with this
 bench, e.g. a `git worktree` of an older commit beside this one.
@@ -46,7 +48,7 @@ WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
 os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
 # A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
-EVERY_ROW = "delivery,delivery20,http,ingest,ratelimit,postmark,smtp,stream,webhooks,encryption"
+EVERY_ROW = "delivery,delivery20,http,ingest,ratelimit,postmark,smtp,stream,webhooks,encryption,pgbouncer"
 ONLY = set(os.environ.get("BENCH_ONLY", EVERY_ROW).split(","))
 # The code measured: this checkout, or BENCH_CODE's. The bench's own modules always run from this one.
 CODE = Path(os.environ.get("BENCH_CODE", ROOT)).resolve()
@@ -61,6 +63,9 @@ SMTP_SECONDS = 5
 # Row 10's stream: a name of the bench's own, so that nothing else reading MAIL_STREAM's default takes its entries.
 STREAM = "bench:submit"
 STREAM_COUNT = int(os.environ.get("BENCH_STREAM_COUNT", "10000"))
+# Row 14's server connections: as many as one worker group has processes (each holds one client connection), so
+# that both groups' transactions share half as many server connections as they have clients, as pooling is meant to.
+PGBOUNCER_POOL_SIZE = WORKER_CONCURRENCY
 SCRATCH = Path(tempfile.mkdtemp(prefix="mailservice-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
 
 os.environ.update(
@@ -721,6 +726,95 @@ def encryption_on_off(count: int) -> dict:
     }  # fmt: skip
 
 
+def deliver_two_groups(sink, count: int, env: dict | None = None, watch=None) -> dict:
+    """`count` accepted emails delivered by two worker groups (two `celery worker` processes, each as row 1's), as
+    the workers of two hosts sharing one database would. `watch`: called at each poll while they deliver."""
+    from emails import queue
+
+    reset_mailservice([{"name": "sink", "backend": "smtp", "options": {"host": "127.0.0.1", "port": sink.port}}])
+    ids = accepted_emails(count)
+    workers = start_workers(2, name="group", env=env)
+    queue.publish(ids)
+
+    def all_sent() -> bool:
+        if watch is not None:
+            watch()
+        return sent_count() == count
+
+    wait_for(all_sent, 600, "every email SENT", interval=0.2)
+    for worker in workers:
+        stop(worker)
+    return verify(sink.arrivals(), set(ids))
+
+
+def start_pgbouncer() -> tuple[subprocess.Popen, int]:
+    """Row 14's PgBouncer in front of the bench's database, its files under SCRATCH; stopped with the bench's other
+    processes. Returns it and its port."""
+    from django.conf import settings
+
+    from bench import pgbouncer
+
+    # It runs as the `postgres` OS user when the bench runs as root: that user must pass through SCRATCH (to its
+    # own directory only; the rest of SCRATCH stays unreadable to it).
+    SCRATCH.chmod(0o711)
+    port = free_port()
+    command = pgbouncer.command(SCRATCH / "pgbouncer", port=port, database=DB, pool_size=PGBOUNCER_POOL_SIZE,
+                                statement_timeout_ms=round(settings.MAIL_DATABASE_TIMEOUT * 1000))  # fmt: skip
+    process = start(command, log="pgbouncer")
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"pgbouncer exited: {(SCRATCH / 'pgbouncer.log').read_text(errors='replace')}")
+        return pgbouncer.answers(port)
+
+    wait_for(answers, 10, "pgbouncer")
+    return process, port
+
+
+def pgbouncer_against_direct(count: int) -> dict:
+    """Row 14: delivery by two worker groups through PgBouncer (transaction pooling) and connected to PostgreSQL
+    directly, alternated direct, PgBouncer three times: this VM's speed wanders, so each median is measured beside
+    the other's. Every run is counted at the sink. PgBouncer's pool is read while the emails are delivered: the
+    most client connections it held and the most server connections it opened for them, to show they were pooled."""
+    from bench import pgbouncer
+
+    process, port = start_pgbouncer()
+    url = f"postgres://{pgbouncer.USER}@127.0.0.1:{port}/{DB}"
+    envs = {"direct": {}, "pgbouncer": {"DATABASE_URL": url, "DATABASE_POOLING": "transaction"}}
+    runs: dict[str, list] = {mode: [] for mode in envs}
+    peak = {"clients": 0, "servers": 0}
+
+    def watch_pool() -> None:
+        for pool in pgbouncer.show(port, "POOLS"):
+            if pool["database"] == DB:
+                clients = pool["cl_active"] + pool["cl_waiting"]
+                servers = sum(pool[state] for state in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"))
+                peak["clients"], peak["servers"] = max(peak["clients"], clients), max(peak["servers"], servers)
+
+    def transactions() -> int:
+        return sum(int(row["total_xact_count"]) for row in pgbouncer.show(port, "STATS") if row["database"] == DB)
+
+    for round_ in range(3):
+        for mode, env in envs.items():
+            sink = SmtpSink(f"pgbouncer-{mode}-{round_}")
+            pooled_before = transactions()
+            run = deliver_two_groups(sink, count, env, watch_pool if mode == "pgbouncer" else None)
+            sink.close()
+            runs[mode].append({**run, "pooled_transactions": transactions() - pooled_before})
+    stop(process)
+
+    def summary(mode_runs: list[dict]) -> dict:
+        totals = ("lost", "duplicates", "pooled_transactions")
+        return {**median_run(mode_runs, "per_second"), **{name: sum(run[name] for run in mode_runs) for name in totals}}
+
+    return {
+        **{mode: summary(mode_runs) for mode, mode_runs in runs.items()},
+        "pool_size": PGBOUNCER_POOL_SIZE,
+        "peak_client_connections": peak["clients"],
+        "peak_server_connections": peak["servers"],
+    }
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 _web: dict[str, str] = {}
@@ -807,6 +901,9 @@ def main() -> None:
     if "encryption" in ONLY:
         print(f"12. delivery of {n} accepted emails and batch ingest, encryption on / off, alternated", flush=True)
         results["encryption"] = encryption_on_off(n)
+    if "pgbouncer" in ONLY:
+        print(f"14. delivery of {n} accepted emails, 0 ms sink, 2 worker groups, via PgBouncer / direct", flush=True)
+        results["pgbouncer"] = pgbouncer_against_direct(n)
     if "ratelimit" in ONLY:
         print("6. rate limit accuracy", flush=True)
         results["rate_limit"] = rate_limit_accuracy(200, 10, 2000)
@@ -893,6 +990,13 @@ def report(r: dict) -> None:
     if "http_20ms" in r:
         ours, po = r["http_20ms"], r["postoffice_http_20ms"]
         rows.append(("13. delivery, HTTP ESP 20 ms (emails/s)", ours["per_second"], po["per_second"], ratio(ours["per_second"], po["per_second"]) + "; anymail Postmark, both; target >= 4x"))  # fmt: skip
+    if "pgbouncer" in r:
+        pgb = r["pgbouncer"]
+        via, direct = pgb["pgbouncer"], pgb["direct"]
+        rows += [
+            ("14. delivery, 2 worker groups, via PgBouncer / direct (emails/s)", via["per_second"], direct["per_second"], ratio(via["per_second"], direct["per_second"]) + f"; target >= 0.85x; peer: direct; median of via {_runs(via)}, direct {_runs(direct)}"),
+            ("    PgBouncer: client / server connections (peak)", pgb["peak_client_connections"], pgb["peak_server_connections"], f'pool size {pgb["pool_size"]}; {via["pooled_transactions"]} transactions pooled in 3 runs'),
+        ]  # fmt: skip
     print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s")
     print(f"code: {r['code']}; load average {r['load_average'][0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     width = max([42] + [len(name) for name, *_ in rows])
@@ -916,6 +1020,11 @@ def report(r: dict) -> None:
         checks["webhook, emails"], checks["webhook, its posts"] = r["webhooks"]["emails"], r["webhooks"]["webhooks"]
     for mode, figures in r.get("encryption", {}).get("delivery", {}).items():
         checks[f"encryption {mode}, 3x"] = figures
+    if "pgbouncer" in r:
+        checks["via PgBouncer, 3x"], checks["direct, 2 groups, 3x"] = (
+            r["pgbouncer"]["pgbouncer"],
+            r["pgbouncer"]["direct"],
+        )
     if checks:
         print("\ndelivery checks (lost / duplicates):")
     for name, figures in checks.items():
