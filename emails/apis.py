@@ -353,21 +353,27 @@ class EmailListApi(APIView):
         # email and `?cursor=` start again at the first page. A parameter given is validated as given.
         params = dict(validated(self.FilterSerializer, request.query_params.dict()))
         cursor, limit = params.pop("cursor", None), params.pop("limit")
-        emails = selectors.email_list(api_key=request.auth, **params)
-        if cursor:
-            try:
-                emails = selectors.after_cursor(emails, cursor)
-            except ValueError as exc:
-                raise ValidationError({"cursor": [str(exc)]}) from None
-        page = list(emails[: limit + 1])
-        next_url = None
-        if len(page) > limit:
-            page = page[:limit]
-            query = request.query_params.copy()
-            query["cursor"] = selectors.encode_cursor(page[-1])
-            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        page, next_url = keyset_page(request, selectors.email_list(api_key=request.auth, **params), cursor, limit)
         summaries = [reusable(self.OutputSerializer).to_representation(email) for email in page]
         return Response({"results": summaries, "next": next_url})
+
+
+def keyset_page(request, rows, cursor: str | None, limit: int) -> tuple[list, str | None]:
+    """The page of `rows` (newest first by created_at, id) after `cursor`, and the URL of the next page, which
+    repeats the request's query with the last row's cursor (None on the last page). A bad cursor is a 400
+    naming `cursor`."""
+    if cursor:
+        try:
+            rows = selectors.after_cursor(rows, cursor)
+        except ValueError as exc:
+            raise ValidationError({"cursor": [str(exc)]}) from None
+    page = list(rows[: limit + 1])
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    query = request.query_params.copy()
+    query["cursor"] = selectors.encode_cursor(page[-1])
+    return page, request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
 # /emails is one path for two operations: GET lists (EmailListApi), POST creates (EmailCreateApi). A comment,

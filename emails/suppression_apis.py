@@ -13,12 +13,12 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from emails import schema, selectors
-from emails.apis import CURSOR, MAX_CURSOR_LENGTH, FilterTimeField, idempotently
+from emails import schema
+from emails.apis import CURSOR, MAX_CURSOR_LENGTH, FilterTimeField, idempotently, keyset_page
 from emails.drf_speedups import FieldsOnce, reusable, validated
 from emails.fields import NulFreeTextField, RefusesUnknownFields, StrictCharField, UtcDateTimeField, canonical_mailbox
 from emails.models import Email, Suppression
@@ -122,18 +122,7 @@ class SuppressionListApi(APIView):
         params = validated(self.FilterSerializer, request.query_params.dict())
         cursor, limit = params.get("cursor"), params["limit"]
         suppressions = Suppression.objects.filter(api_key=request.auth).order_by("-created_at", "-id")
-        if cursor:
-            try:
-                suppressions = selectors.after_cursor(suppressions, cursor)
-            except ValueError as exc:
-                raise ValidationError({"cursor": [str(exc)]}) from None
-        page = list(suppressions[: limit + 1])
-        next_url = None
-        if len(page) > limit:
-            page = page[:limit]
-            query = request.query_params.copy()
-            query["cursor"] = selectors.encode_cursor(page[-1])
-            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        page, next_url = keyset_page(request, suppressions, cursor, limit)
         summary = reusable(self.OutputSerializer).to_representation
         return Response({"results": [summary(s) for s in page], "next": next_url})
 
