@@ -45,7 +45,6 @@ DB = os.environ.get("BENCH_DATABASE", "mailservice_bench")
 PO_DB = os.environ.setdefault("POSTOFFICE_DB", "postoffice_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
-os.environ.setdefault("MAIL_SEND_THREADS", "8")
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
 # A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
 EVERY_ROW = "delivery,delivery20,http,ingest,ratelimit,postmark,smtp,stream,webhooks,encryption,pgbouncer"
@@ -845,7 +844,7 @@ def code_version() -> str:
 def main() -> None:
     began = time.time()
     results: dict = {"cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "emails": DELIVERY_COUNT,
-                     "send_threads": int(os.environ["MAIL_SEND_THREADS"]), "code": code_version(), "load_average": os.getloadavg()}  # fmt: skip
+                     "send_threads": os.environ.get("MAIL_SEND_THREADS", "default"), "code": code_version(), "load_average": os.getloadavg()}  # fmt: skip
     setup_databases()
     import emails
 

@@ -293,8 +293,9 @@ MAIL_SWEEP_INTERVAL = env_number("MAIL_SWEEP_INTERVAL", 60, minimum=0.1)
 # A stopping worker (SIGTERM) finishes its sends in flight, hands back what it claimed but did not start,
 # and is gone within this many seconds (inside Kubernetes' default 30 s grace period).
 MAIL_SHUTDOWN_GRACE = env_number("MAIL_SHUTDOWN_GRACE", 25, minimum=1)
-# Provider calls that overlap in each worker process (threads): latency-bound providers need them.
-MAIL_SEND_THREADS = env_int("MAIL_SEND_THREADS", 4, minimum=1)
+# The most provider calls that overlap in each worker process (threads, each with its own connections): how many
+# are used is sized from what sends take (providers.concurrency).
+MAIL_SEND_THREADS = env_int("MAIL_SEND_THREADS", 32, minimum=1)
 # Circuit breaker per provider: open after this many consecutive transient failures, for this long.
 MAIL_CIRCUIT_THRESHOLD = env_int("MAIL_CIRCUIT_THRESHOLD", 5, minimum=1)
 MAIL_CIRCUIT_COOLDOWN = env_number("MAIL_CIRCUIT_COOLDOWN", 30, minimum=0.1)

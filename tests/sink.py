@@ -42,6 +42,8 @@ class SinkHandler:
         self.command_replies: dict[str, deque[str]] = {"MAIL": deque(), "RCPT": deque()}  # likewise
         self.latency = 0.0
         self.peers: set[tuple] = set()  # one (host, port) per client connection
+        self.in_data = 0  # messages being answered now (waiting out the latency)
+        self.most_in_data = 0
         self.lock = threading.Lock()
 
     def _next_reply(self, command: str, default: str) -> str:
@@ -77,7 +79,14 @@ class SinkHandler:
 
     async def handle_DATA(self, server, session, envelope) -> str:
         if self.latency:
-            await asyncio.sleep(self.latency)
+            with self.lock:
+                self.in_data += 1
+                self.most_in_data = max(self.most_in_data, self.in_data)
+            try:
+                await asyncio.sleep(self.latency)
+            finally:
+                with self.lock:
+                    self.in_data -= 1
         reply = self._next_reply("DATA", "250 2.0.0 OK")
         with self.lock:
             self.peers.add(session.peer)
@@ -134,6 +143,12 @@ class SmtpSink:
 
     def set_latency(self, seconds: float) -> None:
         self.handler.latency = seconds
+
+    @property
+    def most_at_once(self) -> int:
+        """The most messages it was answering at once (with a latency set): the sends its clients had in flight."""
+        with self.handler.lock:
+            return self.handler.most_in_data
 
     def count_by_id(self) -> Counter[str]:
         return Counter(r.email_id for r in self.received)

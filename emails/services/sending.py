@@ -15,10 +15,12 @@ import base64
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from queue import Empty, SimpleQueue
 from typing import TypeVar
 from uuid import UUID
 
@@ -32,10 +34,11 @@ from emails.services import webhook_outbox
 from infra import metrics
 from infra.encryption import UndecryptableError
 from providers import failover
+from providers.concurrency import SendConcurrency
 from providers.errors import ProviderError
 from providers.inline import MessageWithInlineParts
 from providers.outbox import ID_HEADER
-from providers.registry import TEST_PROVIDER
+from providers.registry import TEST_PROVIDER, parse_providers
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +103,52 @@ def emails_send(email_ids: list[UUID | str], *, shutdown_deadline: Callable[[], 
 
 
 def _send_all(to_send: list[tuple[Email, set[str], list[EmailEvent]]], lease: _Lease, recorder: _Recorder) -> None:
-    """Sends on the pool (MAIL_SEND_THREADS at a time), recording outcomes as they come: what a killed worker
-    may send again is its sends in flight and the one group of outcomes it was writing."""
+    """Sends on the pool's threads, as many at a time as this process's concurrency allows (providers.concurrency),
+    recording outcomes as they come: what a killed worker may send again is its sends in flight and the one
+    group of outcomes it was writing.
+
+    Each thread given to the batch (a lane) takes the next email as soon as its send is done, so sending never
+    waits for this thread, which writes outcomes meanwhile."""
     permits: dict = {}  # closed breakers, asked once per batch
-    in_flight: dict[Future, tuple[Email, list[EmailEvent]]] = {
-        _send_pool().submit(_attempt, email, left_out, permits, lease, recorder): (email, events)
-        for email, left_out, events in to_send
-    }
-    while in_flight:
-        done, _ = wait(in_flight, timeout=WAKE_SECONDS, return_when=FIRST_COMPLETED)
-        for future in done:
-            email, events = in_flight.pop(future)
-            recorder.add(_result(email, future.result(), events))
+    concurrency = _send_concurrency()
+    waiting = deque(to_send)
+    outcomes: SimpleQueue = SimpleQueue()
+
+    def lane() -> None:
+        while True:
+            try:
+                email, left_out, events = waiting.popleft()
+            except IndexError:
+                return
+            try:
+                outcome = _attempt(email, left_out, permits, lease, recorder, concurrency)
+            except BaseException as exc:  # _attempt makes failures outcomes; an outcome never put would hang the batch
+                outcomes.put((email, events, exc))
+                raise
+            outcomes.put((email, events, outcome))
+
+    lanes, unrecorded = 0, len(to_send)
+    while unrecorded:
+        while waiting and lanes < concurrency.limit():
+            _send_pool().submit(lane)
+            lanes += 1
+        try:
+            done = [outcomes.get(timeout=WAKE_SECONDS)]
+            while not outcomes.empty():
+                done.append(outcomes.get())
+        except Empty:
+            done = []
+        for email, events, outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            recorder.add(_result(email, outcome, events))
+        unrecorded -= len(done)
         recorder.write_when_due()
         if lease.must_be_gone():
-            # Sends still running past the shutdown deadline stay claimed: the lease takes them back.
-            log.warning("stopping with %d send(s) still in flight; their leases will take them back", len(in_flight))
+            # Sends still running past the shutdown deadline stay claimed: the lease takes them back, with the
+            # emails not started (the lanes hand those back at once).
+            in_flight = unrecorded - len(waiting)
+            log.warning("stopping with %d send(s) still in flight; their leases will take them back", in_flight)
             return
 
 
@@ -177,10 +210,11 @@ def _backoff(failures: int) -> float:
 
 
 _pool: ThreadPoolExecutor | None = None
+_concurrency: SendConcurrency | None = None
 
 
 def _send_pool() -> ThreadPoolExecutor:
-    """This process's senders: MAIL_SEND_THREADS provider calls overlap while one waits on the network.
+    """This process's senders: up to MAIL_SEND_THREADS provider calls overlap while they wait on the network.
     Only the provider calls run there; the database is read and written by the task's own thread."""
     global _pool
     if _pool is None:
@@ -188,17 +222,33 @@ def _send_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def _attempt(email: Email, left_out: set[str], permits: dict, lease: _Lease, recorder: _Recorder) -> failover.Outcome:
+def _send_concurrency() -> SendConcurrency:
+    """How many of the pool's threads this process's sends use at once, sized from what the sends take."""
+    global _concurrency
+    providers, ceiling = settings.MAIL_PROVIDERS, settings.MAIL_SEND_THREADS
+    if _concurrency is None or _concurrency.ceiling != ceiling or _concurrency.providers is not providers:
+        rates = [provider.rate_limit for provider in parse_providers(providers)]
+        _concurrency = SendConcurrency(ceiling, providers, rates)
+    return _concurrency
+
+
+def _attempt(
+    email: Email, left_out: set[str], permits: dict, lease: _Lease, recorder: _Recorder, concurrency: SendConcurrency
+) -> failover.Outcome:
     # A send starts only while its outcome can be recorded in time: not late in the lease, not while the
     # worker stops, not while the database cannot take outcomes (it would only add to what is at risk).
     # Otherwise its email goes back to PENDING at once, for another worker or a later claim.
     if time.monotonic() > lease.sends_start_until() or lease.stopping() or recorder.database_down:
         return failover.Outcome(defer_seconds=0)
     try:
+        started, cpu_started = time.perf_counter(), time.thread_time()
         message = build_message(email, leave_out=left_out)
         if email.test:  # never handed to a provider, as Postmark's test token: SENT by the built-in `test`
             return failover.Outcome(provider=TEST_PROVIDER, message_id=message.extra_headers["Message-ID"])
-        return failover.send(message, ticket=str(email.id), permits=permits)
+        outcome = failover.send(message, ticket=str(email.id), permits=permits)
+        if outcome.sent and not outcome.failed:  # a provider's plain answer: what sizes the sends in flight
+            concurrency.record(time.perf_counter() - started, time.thread_time() - cpu_started)
+        return outcome
     except Exception as exc:
         # A bug or an unexpected failure must still end in an outcome, not a lease left to expire.
         # No message in the log: it may quote content.

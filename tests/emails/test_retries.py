@@ -1,12 +1,11 @@
 """Transient failures are retried with backoff; permanent ones fail at once. One attempt per call."""
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from emails.models import Email, EmailEvent
-from emails.services import email_send
-from tests.conftest import email_payload, make_due
+from emails.services import email_send, emails_send
+from tests.conftest import email_payload, make_due, make_emails
 from tests.sink import free_port
 
 pytestmark = pytest.mark.django_db
@@ -97,12 +96,11 @@ def test_it_does_not_send_a_sent_email_again(email, sending_to_sink):
     assert len(sending_to_sink.received) == 1
 
 
-def test_it_reuses_the_connection_across_sends(alice, sending_to_sink):
-    ids = [alice.post("/api/v1/emails", email_payload(), format="json").json()["id"] for _ in range(10)]
+def test_it_reuses_the_connection_across_sends(settings, sending_to_sink):
+    ids = make_emails(100)
 
-    for email_id in ids:
-        email_send(email_id)
+    emails_send(ids)
 
-    assert Email.objects.filter(status=Email.Status.SENT).count() == 10
+    assert Email.objects.filter(status=Email.Status.SENT).count() == 100
     # One connection per sending thread at most, however many emails go through it.
-    assert sending_to_sink.connections <= settings.MAIL_SEND_THREADS < 10
+    assert sending_to_sink.connections <= settings.MAIL_SEND_THREADS < len(ids)

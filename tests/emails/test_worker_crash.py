@@ -3,7 +3,6 @@ recorded as its send completes (not when its task's chunk ends), leases expire, 
 other worker sends."""
 
 import pytest
-from django.conf import settings
 
 from emails.models import Email, EmailEvent
 from tests.conftest import make_emails
@@ -13,6 +12,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 EMAILS = 300
 PROCESSES = 2  # the worker's pool processes, all killed with it
+SEND_THREADS = 8
 
 
 def test_it_sends_every_email_after_the_worker_is_killed_and_resends_at_most_those_in_flight(sending_to_sink, services):
@@ -20,7 +20,8 @@ def test_it_sends_every_email_after_the_worker_is_killed_and_resends_at_most_tho
     sink.set_latency(0.04)  # slow enough that the kill lands while messages are in flight
     ids = make_emails(EMAILS)
 
-    fast_recovery = {"MAIL_LEASE_SECONDS": "3", "MAIL_SWEEP_INTERVAL": "1"}
+    # Send threads as the bound below counts them: at 40 ms the workers would use every one they have.
+    fast_recovery = {"MAIL_LEASE_SECONDS": "3", "MAIL_SWEEP_INTERVAL": "1", "MAIL_SEND_THREADS": str(SEND_THREADS)}
     first = services.worker(concurrency=PROCESSES, **fast_recovery)
     services.worker(concurrency=PROCESSES, **fast_recovery)
     wait_for(lambda: len(sink.received) >= EMAILS // 3, timeout=60, what="the workers to be sending")
@@ -37,7 +38,7 @@ def test_it_sends_every_email_after_the_worker_is_killed_and_resends_at_most_tho
     counts = sink.count_by_id()
     assert set(counts) == set(ids), "every email arrived at the sink"
     duplicates = sum(counts.values()) - len(counts)
-    in_flight_at_most = PROCESSES * settings.MAIL_SEND_THREADS
+    in_flight_at_most = PROCESSES * SEND_THREADS
     assert duplicates <= in_flight_at_most, f"{duplicates} duplicates; at most {in_flight_at_most} were in flight"
     # Each duplicate was an email the dead worker held, taken back through lease expiry and the sweep.
     recovered = EmailEvent.objects.filter(type=EmailEvent.Type.RECOVERED).count()

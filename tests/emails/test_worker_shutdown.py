@@ -69,7 +69,9 @@ def test_a_rolling_restart_under_load_delivers_each_email_exactly_once(sending_t
     sink = sending_to_sink
     sink.set_latency(0.04)
     ids = make_emails(1000)
-    workers = [services.worker(), services.worker()]
+    # 4 sends at once per process, not what 40 ms would be given: slow enough that each restart lands mid-run.
+    paced = {"MAIL_SEND_THREADS": "4"}
+    workers = [services.worker(**paced), services.worker(**paced)]
     exits = []
     for n, (worker, whole_group) in enumerate(zip(workers, [False, True], strict=True)):
         wait_for(lambda n=n: len(sink.received) >= 200 * (n + 1), timeout=120, what="delivery to be under way")
@@ -78,7 +80,7 @@ def test_a_rolling_restart_under_load_delivers_each_email_exactly_once(sending_t
         else:
             worker.terminate()  # as Kubernetes does: the main process only
         assert len(sink.received) < 1000, "each restart lands mid-run"
-        services.worker()  # its replacement, at once
+        services.worker(**paced)  # its replacement, at once
         exits.append(_exit_within(worker, settings.MAIL_SHUTDOWN_GRACE + 5))
 
     wait_for(lambda: Email.objects.filter(status=Email.Status.SENT).count() == 1000, timeout=120, what="all SENT")
