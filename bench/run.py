@@ -34,6 +34,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench"
 POSTFIX = OUT / "postfix"
@@ -46,6 +48,12 @@ PO_DB = os.environ.setdefault("POSTOFFICE_DB", "postoffice_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
 DELIVERY_COUNT = int(os.environ.get("BENCH_DELIVERY_COUNT", "10000"))
+# Every row with encryption at rest on, as `make run` runs (a key made for the run; row 12 sets it per mode).
+# BENCH_ENCRYPTION=off measures them without.
+if os.environ.get("BENCH_ENCRYPTION", "on") == "on":
+    os.environ.setdefault("MAIL_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+else:
+    os.environ["MAIL_ENCRYPTION_KEYS"] = ""  # set and empty: off, whatever var/ holds
 # A subset while working on one part, e.g. BENCH_ONLY=ingest; the table shows what ran.
 EVERY_ROW = "delivery,delivery20,http,ingest,ratelimit,postmark,smtp,stream,webhooks,encryption,pgbouncer"
 ONLY = set(os.environ.get("BENCH_ONLY", EVERY_ROW).split(","))
@@ -844,7 +852,8 @@ def code_version() -> str:
 def main() -> None:
     began = time.time()
     results: dict = {"cores": os.cpu_count(), "worker_concurrency": WORKER_CONCURRENCY, "emails": DELIVERY_COUNT,
-                     "send_threads": os.environ.get("MAIL_SEND_THREADS", "default"), "code": code_version(), "load_average": os.getloadavg()}  # fmt: skip
+                     "send_threads": os.environ.get("MAIL_SEND_THREADS", "default"), "code": code_version(), "load_average": os.getloadavg(),
+                     "encryption_at_rest": bool(os.environ["MAIL_ENCRYPTION_KEYS"])}  # fmt: skip
     setup_databases()
     import emails
 
@@ -998,7 +1007,9 @@ def report(r: dict) -> None:
             ("14. delivery, 2 worker groups, via PgBouncer / direct (emails/s)", via["per_second"], direct["per_second"], ratio(via["per_second"], direct["per_second"]) + f"; target >= 0.85x; peer: direct; median of via {_runs(via)}, direct {_runs(direct)}"),
             ("    PgBouncer: client / server connections (peak)", pgb["peak_client_connections"], pgb["peak_server_connections"], f'pool size {pgb["pool_size"]}; {via["pooled_transactions"]} transactions pooled in 3 runs'),
         ]  # fmt: skip
-    print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, {r['seconds']:.0f} s")
+    encryption = "on" if r.get("encryption_at_rest") else "off"
+    print(f"\nmailservice bench — {r['cores']} cores, {r['emails']} emails per delivery run, encryption at rest "
+          f"{encryption}, {r['seconds']:.0f} s")  # fmt: skip
     print(f"code: {r['code']}; load average {r['load_average'][0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     width = max([42] + [len(name) for name, *_ in rows])
     print(f"{'scenario':{width}} {'mailservice':>12} {'peer':>12}  ratio")

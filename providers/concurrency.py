@@ -14,9 +14,12 @@ measured: with fewer, delivery to a provider that answers at once ran slower (be
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import deque
+
+log = logging.getLogger(__name__)
 
 FLOOR = 8
 # The recent sends the figures are taken from, and how often they are taken.
@@ -58,4 +61,8 @@ class SendConcurrency:
             walls = sorted(wall for wall, _ in self._samples)
             least_wall = walls[len(walls) // 10]
             mean_cpu = sum(cpu for _, cpu in self._samples) / len(self._samples)
-        self._limit = sized(least_wall, mean_cpu, self.rates, floor=FLOOR, ceiling=self.ceiling)
+        limit = sized(least_wall, mean_cpu, self.rates, floor=FLOOR, ceiling=self.ceiling)
+        if limit != self._limit:
+            log.info("sends in flight: %d (a send takes %.1f ms, %.2f ms of it CPU)", limit, least_wall * 1000,
+                     mean_cpu * 1000)  # fmt: skip
+        self._limit = limit
