@@ -71,7 +71,8 @@ def _read_environment_once(backend) -> None:
     """An HTTP API's session (anymail's backends keep a requests.Session per connection, its keep-alive
     connections pooled) reads the environment's proxy and CA-bundle variables on every request: a fifth of an
     HTTP send's CPU. They are read once here, for the backend's API URL, and kept on the session; what they say
-    is the same (the environment does not change under a running process)."""
+    is the same (the environment does not change under a running process). The session then no longer looks
+    up ~/.netrc either, whose credentials would have replaced the ESP's own auth header."""
     session, url = getattr(backend, "session", None), getattr(backend, "api_url", None)
     if not isinstance(session, requests.Session) or not isinstance(url, str) or not session.trust_env:
         return

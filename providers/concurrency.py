@@ -5,8 +5,8 @@ A send takes `wall` seconds, `cpu` of them on this process's core (building the 
 the rest it waits on the network. wall / cpu sends in flight keep one core busy (Little's law); more only queue
 for the GIL and hold connections. The wall time used is among the least of the recent sends' (their tenth
 percentile): under load, sends also wait for the GIL and for each other, and counting that wait would ask for
-yet more sends in flight. A provider with a rate limit takes no more than rate * wall sends at once, from every
-worker together.
+yet more sends in flight. Providers with rate limits take no more than rate * wall sends at once, from every
+worker together, and no more than the floor from one process (sized()).
 
 MAIL_SEND_THREADS is the ceiling (each send thread keeps its own connection to each provider). FLOOR sends may be
 in flight whatever the figures (unless every provider's rate limit says fewer), and are until the first sends are
@@ -32,7 +32,10 @@ def sized(wall: float, cpu: float, rates: list[float | None], *, floor: int, cei
     providers with these rate limits (emails/s; None: unlimited)."""
     wanted = max(floor, math.ceil(wall / max(cpu, 1e-6)))
     if rates and all(rates):
-        wanted = min(wanted, math.ceil(sum(rates) * wall) + 1)  # every provider limited: they take no more
+        # Every provider limited: they take no more than rate * wall at once. A process sends to a rate-limited
+        # provider one at a time (providers.failover), and a send's wall time then includes its wait for that
+        # turn, which grows with the sends in flight: no more than the floor, lest that wait feed itself.
+        wanted = min(floor, math.ceil(sum(rates) * wall) + 1)
     return max(1, min(wanted, ceiling))
 
 

@@ -143,12 +143,19 @@ def _send_all(to_send: list[tuple[Email, set[str], list[EmailEvent]]], lease: _L
                 raise outcome
             recorder.add(_result(email, outcome, events))
         unrecorded -= len(done)
+        if lease.stopping():
+            # What no lane has started goes back at once, whether or not a lane is free to hand it back.
+            while True:
+                try:
+                    email, _, events = waiting.popleft()
+                except IndexError:
+                    break
+                recorder.add(_result(email, failover.Outcome(defer_seconds=0), events))
+                unrecorded -= 1
         recorder.write_when_due()
         if lease.must_be_gone():
-            # Sends still running past the shutdown deadline stay claimed: the lease takes them back, with the
-            # emails not started (the lanes hand those back at once).
-            in_flight = unrecorded - len(waiting)
-            log.warning("stopping with %d send(s) still in flight; their leases will take them back", in_flight)
+            # Sends still running past the shutdown deadline stay claimed: the lease takes them back.
+            log.warning("stopping with %d send(s) still in flight; their leases will take them back", unrecorded)
             return
 
 
@@ -227,7 +234,10 @@ def _send_concurrency() -> SendConcurrency:
     global _concurrency
     providers, ceiling = settings.MAIL_PROVIDERS, settings.MAIL_SEND_THREADS
     if _concurrency is None or _concurrency.ceiling != ceiling or _concurrency.providers is not providers:
-        rates = [provider.rate_limit for provider in parse_providers(providers)]
+        try:
+            rates = [provider.rate_limit for provider in parse_providers(providers)]
+        except Exception:  # a bad MAIL_PROVIDERS fails each send, which records why
+            rates = []
         _concurrency = SendConcurrency(ceiling, providers, rates)
     return _concurrency
 
@@ -246,15 +256,15 @@ def _attempt(
         if email.test:  # never handed to a provider, as Postmark's test token: SENT by the built-in `test`
             return failover.Outcome(provider=TEST_PROVIDER, message_id=message.extra_headers["Message-ID"])
         outcome = failover.send(message, ticket=str(email.id), permits=permits)
-        if outcome.sent and not outcome.failed:  # a provider's plain answer: what sizes the sends in flight
-            concurrency.record(time.perf_counter() - started, time.thread_time() - cpu_started)
-        return outcome
     except Exception as exc:
         # A bug or an unexpected failure must still end in an outcome, not a lease left to expire.
         # No message in the log: it may quote content.
         log.error("email %s: unexpected %s while sending", email.id, type(exc).__name__)
         error = ProviderError(f"internal error: {type(exc).__name__}", permanent=False)
         return failover.Outcome(failed=[failover.FailedTry("", error)])
+    if outcome.sent and not outcome.failed:  # a provider's plain answer: what sizes the sends in flight
+        concurrency.record(time.perf_counter() - started, time.thread_time() - cpu_started)
+    return outcome
 
 
 # What sending reads: the claim returns only these (the rest of a row is a fifth of the claim's cost).

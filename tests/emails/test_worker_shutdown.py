@@ -65,6 +65,30 @@ def test_a_stopping_worker_records_its_sends_in_flight_and_hands_back_the_rest_a
     print(f"exit {took:.2f}s after SIGTERM; {len(sent)} sent before it, {40 - len(sent)} handed back")
 
 
+def test_a_stopping_worker_hands_back_what_it_has_not_started_even_while_every_send_outlasts_the_grace(
+    sending_to_sink, services
+):
+    sink = sending_to_sink
+    sink.set_latency(60)  # both sends in flight outlast the worker's grace
+    later = timezone.now() + timedelta(days=1)
+    ids = make_emails(40, send_at=later)
+    Email.objects.filter(id__in=ids).update(next_attempt_at=Now(), send_at=None)
+    grace = 3
+    env = {"MAIL_LEASE_SECONDS": "300", "MAIL_SEND_THREADS": "2", "MAIL_SHUTDOWN_GRACE": str(grace)}
+    worker = services.worker(concurrency=1, **env)
+    queue.publish(ids)
+    wait_for(lambda: sink.most_at_once == 2, timeout=30, what="two sends in flight")
+
+    worker.terminate()
+    assert _exit_within(worker, grace + 5) < grace + 1
+
+    # No send thread came free before the deadline: the worker's own thread handed the rest back.
+    assert Email.objects.filter(status=Email.Status.PENDING, attempts=0).count() == 38
+    # The two stuck sends' emails stay claimed: their lease takes them back, as after a crash.
+    assert Email.objects.filter(status=Email.Status.PROCESSING).count() == 2
+    assert not sink.received
+
+
 def test_a_rolling_restart_under_load_delivers_each_email_exactly_once(sending_to_sink, services):
     sink = sending_to_sink
     sink.set_latency(0.04)

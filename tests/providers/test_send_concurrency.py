@@ -20,7 +20,9 @@ def test_a_provider_that_answers_slowly_gets_more_sends_at_once_than_one_that_an
 def test_rate_limits_bound_the_sends_in_flight_only_when_every_provider_has_one():
     # 50 emails/s at 20 ms each: 1 at a time carries it, with one more waiting for its slot.
     assert sized(0.020, 0.0004, [50.0], floor=FLOOR, ceiling=64) == 2
-    assert sized(0.020, 0.0004, [50.0, 450.0], floor=FLOOR, ceiling=64) == 11
+    assert sized(0.020, 0.0004, [50.0, 100.0], floor=FLOOR, ceiling=64) == 4
+    # A process sends to each rate-limited provider one at a time: more than the floor would only wait its turn.
+    assert sized(0.020, 0.0004, [500.0, 450.0], floor=FLOOR, ceiling=64) == FLOOR
     # A provider without a limit can take what the latency asks for.
     assert sized(0.020, 0.0004, [50.0, None], floor=FLOOR, ceiling=64) == 50
 
