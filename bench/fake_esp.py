@@ -9,12 +9,13 @@ once, and the fake shares the machine's cores with it."""
 
 import asyncio
 import json
-import signal
 import socket
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
+
+from bench.loopback import serve_until_sigterm
 
 ID_HEADERS = ("x-mailservice-id", "x-bench-id")
 REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity"}
@@ -97,13 +98,7 @@ async def serve(port: int, latency: float, out: str) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(connection, "127.0.0.1", port, backlog=512)
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await stopping.wait()
-    server.close()
-    with open(out, "w") as f:
-        f.writelines(lines)
+    await serve_until_sigterm(connection, port, backlog=512, lines=lines, out=out)
 
 
 def main() -> None:

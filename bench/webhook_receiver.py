@@ -7,10 +7,11 @@ asyncio and one write per answer: a threaded http.server spends about as much CP
 delivery it measures."""
 
 import asyncio
-import signal
 import socket
 import sys
 import time
+
+from bench.loopback import serve_until_sigterm
 
 ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
 
@@ -40,13 +41,7 @@ async def serve(port: int, out: str) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(connection, "127.0.0.1", port, backlog=256)
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await stopping.wait()
-    server.close()
-    with open(out, "w") as f:
-        f.writelines(lines)
+    await serve_until_sigterm(connection, port, backlog=256, lines=lines, out=out)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from emails.services import api_key_create, email_create
 from infra.redis import get_redis
 from tests.processes import ROOT, PostgresServer, Process, start_beat, start_web, start_worker, wait_for
 from tests.sink import SmtpSink
+from tests.webhook_receiver import WebhookReceiver
 
 
 def email_payload(**overrides) -> dict:
@@ -71,6 +72,15 @@ def sending_to_sink(settings, sink) -> SmtpSink:
     """Emails sent in this process go to the sink."""
     settings.MAIL_PROVIDERS = [sink.provider()]
     return sink
+
+
+@pytest.fixture
+def receiver(settings):
+    """A webhook receiver on loopback, which delivery may call (MAIL_WEBHOOK_ALLOW_PRIVATE, as in development)."""
+    settings.MAIL_WEBHOOK_ALLOW_PRIVATE = True
+    server = WebhookReceiver().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,6 @@ from emails.services.webhook_delivery import webhooks_deliver_due
 from infra.encryption import UndecryptableError
 from mailservice.settings import encryption_keys
 from tests.conftest import email_payload, make_due
-from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.django_db(transaction=True)  # committed: pg_dump and the raw reads see the rows
 
@@ -50,14 +49,6 @@ def shop(db):
 def operator(client):
     client.force_login(User.objects.create_superuser("operator", "op@example.com", "pw"))
     return client
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.MAIL_WEBHOOK_ALLOW_PRIVATE = True
-    server = WebhookReceiver().start()
-    yield server
-    server.stop()
 
 
 def marked_email(marker: str) -> dict:

@@ -13,19 +13,10 @@ from emails.models import ApiKey, Email, Template, Webhook
 from emails.services import api_key_create, email_create, email_send
 from tests.conftest import email_payload, make_due
 from tests.processes import wait_for
-from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker sees only committed rows
 
 FIELDS = {"from_email": "Shop <shop@example.com>", "to": ["alice@example.org"], "subject": "Hi", "text": "Hello"}
-
-
-@pytest.fixture
-def receiver(settings):
-    settings.MAIL_WEBHOOK_ALLOW_PRIVATE = True
-    server = WebhookReceiver().start()
-    yield server
-    server.stop()
 
 
 def test_a_test_keys_email_ends_sent_by_test_reaches_no_sink_and_its_webhook_fires(sending_to_sink, services, receiver):

@@ -26,15 +26,6 @@ FIELDS = {"from_email": "Shop <shop@example.com>", "to": ["alice@example.org"], 
 
 
 @pytest.fixture
-def receiver(settings):
-    """A receiver on loopback, which delivery may call (MAIL_WEBHOOK_ALLOW_PRIVATE, as in development)."""
-    settings.MAIL_WEBHOOK_ALLOW_PRIVATE = True
-    server = WebhookReceiver().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def shop(db):
     api_key, _ = api_key_create(name="shop")
     return api_key
