@@ -11,7 +11,11 @@ Row 11 is row 1's delivery with a webhook on every email's key, its deliveries c
 Row 12 is row 1's delivery and row 4's batch ingest of a larger email (bench/load.py's RICH_EMAIL) with encryption
 at rest on beside the same with it off, runs alternated.
 Row 13 is delivery through an HTTP ESP: anymail's Postmark backend, ours and django-post_office's, against a fake
-Postmark API on loopback answering after 20 ms (bench/fake_esp.py), each email counted there by its id header.
+Postmark API on loopback answering after 20 ms (bench/fake_esp.py), each email counted there by its id header,
+beside that backend alone (bench/send_ceiling.py): as many sends at once, no queue or database.
+Row 5's end to end is bounded by row 4's ingest and by sending alone (bench/send_ceiling.py: our SMTP provider
+with no queue or database, and smtplib sending ready bytes), each measured on the whole machine: the table shows
+those bounds beside 4x the peer.
 Row 14 is delivery by two worker groups, through a PgBouncer of the bench's own in transaction pooling mode
 (bench/pgbouncer.py) beside the same connected to PostgreSQL directly, runs alternated.
 
@@ -67,6 +71,8 @@ if CODE != ROOT:
     sys.path.insert(0, str(CODE))
     os.chdir(CODE)
     os.environ["PYTHONPATH"] = str(CODE)
+# The ceiling of the sends at once in a worker process (MAIL_SEND_THREADS, default 32): what the send ceilings use.
+SEND_THREADS = int(os.environ.get("MAIL_SEND_THREADS", "32"))
 SMTP_CLIENTS = 8
 SMTP_SECONDS = 5
 # Row 10's stream: a name of the bench's own, so that nothing else reading MAIL_STREAM's default takes its entries.
@@ -428,6 +434,18 @@ def smtplib_ceiling(count: int) -> dict:
     subprocess.run([PYTHON, "-m", "bench.smtplib_ceiling", str(sink.port), str(count), "2"], cwd=ROOT, check=True)
     result = verify(sink.arrivals(), {f"ceiling-{n}" for n in range(count)})
     sink.close()
+    return result
+
+
+def send_ceiling(kind: str, sink, count: int, threads: int) -> dict:
+    """bench/send_ceiling.py: sending alone (KIND postmark, smtp or bytes) to `sink`, in as many processes as a worker
+    has, `threads` sends at once in each."""
+    target = sink.url if isinstance(sink, FakeEsp) else str(sink.port)
+    subprocess.run([PYTHON, "-m", "bench.send_ceiling", kind, target, str(count), str(WORKER_CONCURRENCY), str(threads)],
+                   cwd=ROOT, check=True)  # fmt: skip
+    result = verify(sink.arrivals(), {f"ceiling-{n}" for n in range(count)})
+    if isinstance(sink, SmtpSink):
+        sink.close()
     return result
 
 
@@ -925,6 +943,7 @@ def main() -> None:
         esp = FakeEsp("ours-http", 0.02)
         results["http_20ms"], _ = deliver_mailservice(esp, n, provider=esp.provider())
         results["postoffice_http_20ms"] = deliver_postoffice(FakeEsp("postoffice-http", 0.02), n)
+        results["anymail_ceiling"] = send_ceiling("postmark", FakeEsp("ceiling-http", 0.02), n, SEND_THREADS)
 
     if "ingest" in ONLY:
         ingest_and_end_to_end(results, n)
@@ -983,6 +1002,9 @@ def ingest_and_end_to_end(results: dict, n: int) -> None:
     results["end_to_end"] = end_to_end(url, key, sink, n)
     sink.close()
     results["postoffice_end_to_end"] = postoffice_end_to_end(n)
+    # Sends at once as ours at a 0 ms sink (providers.concurrency's floor).
+    results["smtp_send_ceiling"] = send_ceiling("smtp", SmtpSink("ceiling-smtp"), n, 8)
+    results["smtp_transaction_ceiling"] = send_ceiling("bytes", SmtpSink("ceiling-bytes"), n, 8)
 
 
 def _runs(figure: dict) -> str:
@@ -1014,6 +1036,29 @@ def report(r: dict) -> None:
             ("4. batch ingest, 500/req (emails/s)", ingest["batch"]["emails_per_second"], r["postoffice_enqueue_many"], "median of " + _runs(ingest["batch"]) + "; peer: send_many, no HTTP"),
             ("5. end to end, HTTP batches (emails/s)", e2e["per_second"], r["postoffice_end_to_end"]["per_second"], ratio(e2e["per_second"], r["postoffice_end_to_end"]["per_second"]) + "; peer: its Celery mode, send_many, no HTTP; target >= 4x"),
         ]  # fmt: skip
+        if "smtp_send_ceiling" in r:
+            # Ingest and delivery share the cores: end to end reaches at most 1 / (1/ingest + 1/delivery), each
+            # measured alone on the whole machine. Here with delivery as cheap as sending alone: no queue,
+            # database or encryption.
+            target = 4 * r["postoffice_end_to_end"]["per_second"]
+            for name, figure, what in (
+                (
+                    "our SMTP sending alone",
+                    "smtp_send_ceiling",
+                    "each message built by Django, sent by providers/smtp.py",
+                ),
+                (
+                    "the SMTP transaction alone",
+                    "smtp_transaction_ceiling",
+                    "smtplib.sendmail() of ready bytes, no message built",
+                ),
+            ):
+                alone = r[figure]["per_second"]
+                bound = 1 / (1 / ingest["batch"]["emails_per_second"] + 1 / alone)
+                rows += [
+                    (f"   {name}, 0 ms (emails/s)", alone, "-", f"{what}; no queue or database"),
+                    ("   end to end at most, row 4 + that (emails/s)", bound, target, ratio(bound, target) + "; peer: 4x row 5's peer, the target"),
+                ]  # fmt: skip
     if "rate_limit" in r:
         rl = r["rate_limit"]
         rows.append(("6. rate limit 200/s + burst 10 (peak/s)", rl["busiest_second"], rl["limit"] + rl["burst"], "peak <= limit + burst"))  # fmt: skip
@@ -1046,6 +1091,9 @@ def report(r: dict) -> None:
     if "http_20ms" in r:
         ours, po = r["http_20ms"], r["postoffice_http_20ms"]
         rows.append(("13. delivery, HTTP ESP 20 ms (emails/s)", ours["per_second"], po["per_second"], ratio(ours["per_second"], po["per_second"]) + "; anymail Postmark, both; target >= 4x"))  # fmt: skip
+        if "anymail_ceiling" in r:
+            ceiling = r["anymail_ceiling"]["per_second"]
+            rows.append(("    vs anymail Postmark alone (emails/s)", ours["per_second"], ceiling, ratio(ours["per_second"], ceiling) + f"; no queue or database; the target, 4x the peer, is {4 * po['per_second']:.0f}"))  # fmt: skip
     if "pgbouncer" in r:
         pgb = r["pgbouncer"]
         via, direct = pgb["pgbouncer"], pgb["direct"]
@@ -1066,6 +1114,9 @@ def report(r: dict) -> None:
         "delivery_0ms",
         "postoffice_0ms",
         "smtplib_ceiling",
+        "smtp_send_ceiling",
+        "smtp_transaction_ceiling",
+        "anymail_ceiling",
         "delivery_20ms",
         "postoffice_20ms",
         "http_20ms",

@@ -1,0 +1,98 @@
+"""What sending alone reaches on this machine: no queue, database, encryption or ingest, only the sends, as
+many at once as our delivery has. Threads in each process, each with its own connection (kept open),
+one message per call as our delivery sends.
+
+python -m bench.send_ceiling KIND TARGET COUNT PROCESSES THREADS
+  postmark API_URL   anymail's Postmark backend (its session reads the environment once, as our providers')
+  smtp PORT          our SMTP provider's backend (providers/smtp.py) with each message built by Django, as our
+                     delivery's send step has it
+  bytes PORT         smtplib.sendmail() of a message already serialized: the SMTP transaction alone, the least
+                     a Python sender can spend per email"""
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Pool
+
+MESSAGE = (b"From: Shop <shop@example.com>\r\nTo: alice@example.org\r\nSubject: Your order\r\nX-Bench-Id: ceiling-%d\r\n"
+           b"\r\nThank you for your order.\r\n")  # fmt: skip
+
+
+def postmark_lane(api_url: str):
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(ANYMAIL={"POSTMARK_SERVER_TOKEN": "bench", "POSTMARK_API_URL": api_url})
+        django.setup()
+    from django.core.mail import EmailMessage, get_connection
+
+    def lane(start: int, end: int) -> None:
+        backend = get_connection("anymail.backends.postmark.EmailBackend")
+        backend.open()
+        found = backend.session.merge_environment_settings(api_url, {}, None, None, None)
+        backend.session.proxies.update(found["proxies"])
+        backend.session.verify, backend.session.trust_env = found["verify"], False
+        for n in range(start, end):
+            message = EmailMessage("Your order", "Thank you for your order.", "Shop <shop@example.com>",
+                                   ["alice@example.org"], headers={"X-Bench-Id": f"ceiling-{n}"})  # fmt: skip
+            backend.send_messages([message])
+        backend.close()
+
+    return lane
+
+
+def smtp_lane(port: str):
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(EMAIL_HOST="127.0.0.1", EMAIL_PORT=int(port))
+        django.setup()
+    from django.core.mail import EmailMessage
+
+    from providers.smtp import EmailBackend
+
+    def lane(start: int, end: int) -> None:
+        backend = EmailBackend()
+        backend.open()
+        for n in range(start, end):
+            message = EmailMessage("Your order", "Thank you for your order.", "Shop <shop@example.com>",
+                                   ["alice@example.org"], headers={"X-Bench-Id": f"ceiling-{n}"})  # fmt: skip
+            backend.send_messages([message])
+        backend.close()
+
+    return lane
+
+
+def bytes_lane(port: str):
+    import smtplib
+
+    def lane(start: int, end: int) -> None:
+        with smtplib.SMTP("127.0.0.1", int(port)) as smtp:
+            for n in range(start, end):
+                smtp.sendmail("shop@example.com", ["alice@example.org"], MESSAGE % n)
+
+    return lane
+
+
+LANES = {"postmark": postmark_lane, "smtp": smtp_lane, "bytes": bytes_lane}
+
+
+def send(args: tuple[str, str, int, int, int]) -> None:
+    kind, target, first, count, threads = args
+    lane = LANES[kind](target)
+    bounds = [first + count * t // threads for t in range(threads + 1)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda t: lane(bounds[t], bounds[t + 1]), range(threads)))
+
+
+def main() -> None:
+    kind, target = sys.argv[1:3]
+    count, processes, threads = (int(a) for a in sys.argv[3:6])
+    bounds = [count * p // processes for p in range(processes + 1)]
+    with Pool(processes) as pool:
+        pool.map(send, [(kind, target, bounds[p], bounds[p + 1] - bounds[p], threads) for p in range(processes)])
+
+
+if __name__ == "__main__":
+    main()
