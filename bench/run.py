@@ -429,19 +429,11 @@ def postoffice_enqueue(count: int, mode: str) -> float:
     return count / json.loads(done.stdout)["seconds"]
 
 
-def smtplib_ceiling(count: int) -> dict:
-    sink = SmtpSink("ceiling")
-    subprocess.run([PYTHON, "-m", "bench.smtplib_ceiling", str(sink.port), str(count), "2"], cwd=ROOT, check=True)
-    result = verify(sink.arrivals(), {f"ceiling-{n}" for n in range(count)})
-    sink.close()
-    return result
-
-
-def send_ceiling(kind: str, sink, count: int, threads: int) -> dict:
-    """bench/send_ceiling.py: sending alone (KIND postmark, smtp or bytes) to `sink`, in as many processes as a worker
-    has, `threads` sends at once in each."""
+def send_ceiling(kind: str, sink, count: int, threads: int, processes: int = WORKER_CONCURRENCY) -> dict:
+    """bench/send_ceiling.py: sending alone (KIND smtplib, postmark, smtp or bytes) to `sink`, in as many processes
+    as a worker has, `threads` sends at once in each."""
     target = sink.url if isinstance(sink, FakeEsp) else str(sink.port)
-    subprocess.run([PYTHON, "-m", "bench.send_ceiling", kind, target, str(count), str(WORKER_CONCURRENCY), str(threads)],
+    subprocess.run([PYTHON, "-m", "bench.send_ceiling", kind, target, str(count), str(processes), str(threads)],
                    cwd=ROOT, check=True)  # fmt: skip
     result = verify(sink.arrivals(), {f"ceiling-{n}" for n in range(count)})
     if isinstance(sink, SmtpSink):
@@ -931,7 +923,7 @@ def main() -> None:
         sink = SmtpSink("postoffice-0ms")
         results["postoffice_0ms"] = deliver_postoffice(sink, n)
         sink.close()
-        results["smtplib_ceiling"] = smtplib_ceiling(n)
+        results["smtplib_ceiling"] = send_ceiling("smtplib", SmtpSink("ceiling"), n, threads=1, processes=2)
 
     if "delivery20" in ONLY:
         print(f"2. delivery of {n} accepted emails, 20 ms sink", flush=True)

@@ -3,6 +3,8 @@ many at once as our delivery has. Threads in each process, each with its own con
 one message per call as our delivery sends.
 
 python -m bench.send_ceiling KIND TARGET COUNT PROCESSES THREADS
+  smtplib PORT       row 1's smtplib ceiling: a plain smtplib loop (run with THREADS 1: one persistent connection
+                     per process), each message built with Python's email package
   postmark API_URL   anymail's Postmark backend (its session reads the environment once, as our providers')
   smtp PORT          our SMTP provider's backend (providers/smtp.py) with each message built by Django, as our
                      delivery's send step has it
@@ -64,6 +66,24 @@ def smtp_lane(port: str):
     return lane
 
 
+def smtplib_lane(port: str):
+    import smtplib
+    from email.message import EmailMessage
+
+    def lane(start: int, end: int) -> None:
+        with smtplib.SMTP("127.0.0.1", int(port)) as smtp:
+            for n in range(start, end):
+                message = EmailMessage()
+                message["From"] = "Shop <shop@example.com>"
+                message["To"] = "alice@example.org"
+                message["Subject"] = "Your order"
+                message["X-Bench-Id"] = f"ceiling-{n}"
+                message.set_content("Thank you for your order.")
+                smtp.send_message(message)
+
+    return lane
+
+
 def bytes_lane(port: str):
     import smtplib
 
@@ -75,7 +95,7 @@ def bytes_lane(port: str):
     return lane
 
 
-LANES = {"postmark": postmark_lane, "smtp": smtp_lane, "bytes": bytes_lane}
+LANES = {"smtplib": smtplib_lane, "postmark": postmark_lane, "smtp": smtp_lane, "bytes": bytes_lane}
 
 
 def send(args: tuple[str, str, int, int, int]) -> None:
