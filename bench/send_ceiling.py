@@ -19,51 +19,55 @@ MESSAGE = (b"From: Shop <shop@example.com>\r\nTo: alice@example.org\r\nSubject: 
            b"\r\nThank you for your order.\r\n")  # fmt: skip
 
 
-def postmark_lane(api_url: str):
+def _configure(**settings_) -> None:
     import django
     from django.conf import settings
 
     if not settings.configured:
-        settings.configure(ANYMAIL={"POSTMARK_SERVER_TOKEN": "bench", "POSTMARK_API_URL": api_url})
+        settings.configure(**settings_)
         django.setup()
-    from django.core.mail import EmailMessage, get_connection
+
+
+def _backend_lane(open_backend):
+    """A lane sending through the Django mail backend `open_backend()` returns, each message built by Django."""
+    from django.core.mail import EmailMessage
 
     def lane(start: int, end: int) -> None:
+        backend = open_backend()
+        for n in range(start, end):
+            message = EmailMessage("Your order", "Thank you for your order.", "Shop <shop@example.com>",
+                                   ["alice@example.org"], headers={"X-Bench-Id": f"ceiling-{n}"})  # fmt: skip
+            backend.send_messages([message])
+        backend.close()
+
+    return lane
+
+
+def postmark_lane(api_url: str):
+    _configure(ANYMAIL={"POSTMARK_SERVER_TOKEN": "bench", "POSTMARK_API_URL": api_url})
+    from django.core.mail import get_connection
+
+    def open_backend():
         backend = get_connection("anymail.backends.postmark.EmailBackend")
         backend.open()
         found = backend.session.merge_environment_settings(api_url, {}, None, None, None)
         backend.session.proxies.update(found["proxies"])
         backend.session.verify, backend.session.trust_env = found["verify"], False
-        for n in range(start, end):
-            message = EmailMessage("Your order", "Thank you for your order.", "Shop <shop@example.com>",
-                                   ["alice@example.org"], headers={"X-Bench-Id": f"ceiling-{n}"})  # fmt: skip
-            backend.send_messages([message])
-        backend.close()
+        return backend
 
-    return lane
+    return _backend_lane(open_backend)
 
 
 def smtp_lane(port: str):
-    import django
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(EMAIL_HOST="127.0.0.1", EMAIL_PORT=int(port))
-        django.setup()
-    from django.core.mail import EmailMessage
-
+    _configure(EMAIL_HOST="127.0.0.1", EMAIL_PORT=int(port))
     from providers.smtp import EmailBackend
 
-    def lane(start: int, end: int) -> None:
+    def open_backend():
         backend = EmailBackend()
         backend.open()
-        for n in range(start, end):
-            message = EmailMessage("Your order", "Thank you for your order.", "Shop <shop@example.com>",
-                                   ["alice@example.org"], headers={"X-Bench-Id": f"ceiling-{n}"})  # fmt: skip
-            backend.send_messages([message])
-        backend.close()
+        return backend
 
-    return lane
+    return _backend_lane(open_backend)
 
 
 def smtplib_lane(port: str):
