@@ -5,7 +5,7 @@ one message per call as our delivery sends.
 python -m bench.send_ceiling KIND TARGET COUNT PROCESSES THREADS
   smtplib PORT       row 1's smtplib ceiling: a plain smtplib loop (run with THREADS 1: one persistent connection
                      per process), each message built with Python's email package
-  postmark API_URL   anymail's Postmark backend (its session reads the environment once, as our providers')
+  postmark API_URL   anymail's Postmark backend, its session set up by our providers' read_environment_once()
   smtp PORT          our SMTP provider's backend (providers/smtp.py) with each message built by Django, as our
                      delivery's send step has it
   bytes PORT         smtplib.sendmail() of a message already serialized: the SMTP transaction alone, the least
@@ -47,12 +47,12 @@ def postmark_lane(api_url: str):
     _configure(ANYMAIL={"POSTMARK_SERVER_TOKEN": "bench", "POSTMARK_API_URL": api_url})
     from django.core.mail import get_connection
 
+    from providers.base import read_environment_once
+
     def open_backend():
         backend = get_connection("anymail.backends.postmark.EmailBackend")
         backend.open()
-        found = backend.session.merge_environment_settings(api_url, {}, None, None, None)
-        backend.session.proxies.update(found["proxies"])
-        backend.session.verify, backend.session.trust_env = found["verify"], False
+        read_environment_once(backend)
         return backend
 
     return _backend_lane(open_backend)

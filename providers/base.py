@@ -62,12 +62,12 @@ class Provider:
         if self._backend is None:
             backend = get_connection(self.config.backend, fail_silently=False, **self.config.options)
             backend.open()
-            _read_environment_once(backend)
+            read_environment_once(backend)
             self._backend = backend
         return self._backend
 
 
-def _read_environment_once(backend) -> None:
+def read_environment_once(backend) -> None:
     """An HTTP API's session (anymail's backends keep a requests.Session per connection, its keep-alive
     connections pooled) reads the environment's proxy and CA-bundle variables on every request: a fifth of an
     HTTP send's CPU. They are read once here, for the backend's API URL, and kept on the session; what they say
