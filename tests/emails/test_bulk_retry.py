@@ -134,6 +134,9 @@ def test_two_thousand_failed_emails_are_retried_and_each_delivered_once(alice, b
     wait_for(lambda: len(sending_to_sink.received) >= 2000, timeout=240, what="2,000 retried emails at the sink")
     counts = sending_to_sink.count_by_id()
     assert sorted(counts) == retried and set(counts.values()) == {1}
+    # A send's outcome is written after the sink has the message: wait for the last group's write.
+    wait_for(lambda: not Email.objects.filter(status__in=["PENDING", "PROCESSING"]).exists(), timeout=60,
+             what="every retried email's outcome written")  # fmt: skip
     by_status = dict(Email.objects.values_list("status").annotate(n=Count("id")).order_by())
     assert by_status == {"SENT": 2000, "FAILED": 10}
     assert EmailEvent.objects.filter(type="retried").count() == 2000
