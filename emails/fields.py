@@ -381,7 +381,7 @@ class MetadataField(serializers.DictField):
             if len(data) > 50:
                 raise serializers.ValidationError("At most 50 keys.")
             for key in data:
-                if not key or len(key) > 100 or LINE_BREAKING.search(key):
+                if not key or len(key) > 100 or LINE_BREAKING.search(key) or SURROGATE.search(key):
                     raise serializers.ValidationError(
                         f"{key[:100]!r} is not a valid key: 1 to 100 printable characters."
                     )

@@ -110,6 +110,26 @@ def test_a_batch_of_100_kb_addresses_answers_each_item_in_milliseconds(alice):
     assert Email.objects.count() == 1
 
 
+def test_a_metadata_key_with_a_lone_surrogate_is_a_400_naming_metadata(alice):
+    # As found: JSON's "\ud800" escape in a key reached the insert, which cannot encode it: a 500.
+    response, _ = _post(alice, email_payload(metadata={"\ud800": "x"}))
+
+    _refused(response, "metadata")
+    assert not Email.objects.exists()
+
+
+def test_a_batch_answers_a_metadata_key_with_a_lone_surrogate_as_that_items_error(alice):
+    body = {"emails": [email_payload(metadata={"order\udfff": "x"}), email_payload()]}
+
+    response, _ = _post(alice, body, "/api/v1/emails/batch")
+
+    assert response.status_code == 202
+    first, second = response.json()["results"]
+    assert "metadata" in first["errors"]
+    assert second["status"] == "PENDING"
+    assert Email.objects.count() == 1
+
+
 def test_an_idempotency_key_of_100_kb_is_a_400_in_milliseconds(alice):
     response, took = _post(alice, email_payload(), HTTP_IDEMPOTENCY_KEY="k" + " " * 100_000)
 

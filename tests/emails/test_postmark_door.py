@@ -303,6 +303,10 @@ def test_a_revoked_key_is_401_with_error_code_10(live):
         ),
         (_message(Tag="a\nb"), "Tag"),
         (_message(Metadata={"order": 1234}), "Metadata"),
+        # JSON's \ud800 escape: a lone surrogate, which the answer quoting it could not write as UTF-8 (a 500).
+        (_message(To="ann\ud800@example.org"), "To"),
+        (_message(From="shop\udfff@example.com"), "From"),
+        (_message(Metadata={"order\ud800": "1"}), "Metadata"),
         (_message(TrackLinks="Always"), "TrackLinks"),
         (_message(Bogus="x"), "Bogus"),
     ],
@@ -380,6 +384,20 @@ def test_a_batch_answers_one_result_per_message_in_order_and_stores_the_valid_on
     assert "Subject" in second["Message"]
     assert [_email(live, key, a["MessageID"])["subject"] for a in (first, third)] == ["First", "Third"]
     assert Email.objects.count() == 2
+
+
+def test_a_batch_message_with_a_lone_surrogate_is_its_own_refusal_and_the_others_are_stored(live):
+    # As found: the batch was stored, then its answer, quoting the address, could not be written: a 500 told the
+    # client that nothing was taken, and a retry would have sent the first message twice.
+    key = _key()
+
+    response = _post(live, "/email/batch", [_message(), _message(Cc="bob\ud800@example.org")], key=key)
+
+    assert response.status_code == 200, response.text
+    accepted, refused = response.json()
+    assert accepted["ErrorCode"] == 0 and _email(live, key, accepted["MessageID"])["subject"] == "Your order"
+    assert refused["ErrorCode"] == 300 and "Cc" in refused["Message"]
+    assert Email.objects.count() == 1
 
 
 def test_a_key_limited_to_senders_sending_from_elsewhere_is_422_with_error_code_400(live):
