@@ -91,6 +91,10 @@ def template_errors(*, subject: str, text: str, html: str) -> dict[str, str]:
             engine.from_string(source or "")
         except TemplateSyntaxError as exc:
             errors[part] = f"Does not compile: {exc}"
+        except RecursionError:  # the parser recurses once per nested operator ({% if not not ... %})
+            errors[part] = "Does not compile: nested too deeply."
+        except Exception as exc:  # the engine failing on what it was given: a relative {% include "./x" %}, ...
+            errors[part] = f"Does not compile: the template engine cannot read it ({type(exc).__name__})."
     return errors
 
 

@@ -97,6 +97,32 @@ def test_a_part_that_does_not_compile_is_refused_naming_it(alice, part):
     assert not Template.objects.exists()
 
 
+ENGINE_FAILURES = {
+    "relative include": '{% include "./other" %}',
+    "relative extends": '{% extends "../base" %}',
+    "600 nested nots": "{% if " + "not " * 600 + "a %}x{% endif %}",  # longer than a subject may be
+}
+
+
+ENGINE_FAILURE_CASES = [
+    (part, source)
+    for source in ENGINE_FAILURES.values()
+    for part in ("subject", "text", "html")
+    if len(source) <= 998 or part != "subject"
+]
+
+
+@pytest.mark.parametrize(("part", "source"), ENGINE_FAILURE_CASES)
+def test_a_part_the_template_engine_fails_on_is_refused_naming_it_not_a_500(alice, part, source):
+    # As found: the engine raised AttributeError and RecursionError, not TemplateSyntaxError, at compile.
+    response = _create(alice, **{part: source})
+
+    assert response.status_code == 400, response.content[:300]
+    assert list(response.json()) == [part]
+    assert "Does not compile" in response.json()[part][0]
+    assert not Template.objects.exists()
+
+
 def test_a_replacement_that_does_not_compile_keeps_the_template_as_it_was(alice):
     _create(alice)
 
