@@ -213,8 +213,8 @@ def _read(
     if api_key is None:
         raise KeyRevoked
     # The service checks From and the Sender-like headers; the envelope's sender only this door sees (the
-    # null sender <> names nobody).
-    if envelope_sender and not api_key_may_send_as(api_key, envelope_sender):
+    # null sender names nobody: aiosmtpd gives it as "<>").
+    if envelope_sender not in ("", "<>") and not api_key_may_send_as(api_key, envelope_sender):
         message = "This API key may not send with the envelope sender (MAIL FROM) it gave."
         raise InvalidFields({"from": [message]}, code=SENDER_NOT_ALLOWED)
     fields = message_fields(message, envelope_recipients)

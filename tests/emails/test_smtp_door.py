@@ -223,6 +223,17 @@ def test_a_refused_field_is_550_naming_it(services):
     assert Email.objects.count() == 1
 
 
+def test_the_null_sender_is_taken_from_a_key_limited_to_senders_and_its_from_still_checked(services):
+    # As found: MAIL FROM:<> reached the check as "<>", which no sender list holds: a 550 for a bounce-style sender.
+    port = _start_smtpd(services)
+    with _client(port, _key(senders=["example.com"])) as client:
+        code, text = _submit(client, _message(), "", ["a@example.org"])  # smtplib writes MAIL FROM:<>
+        assert code == 250, text
+        code, text = _submit(client, _message(From="ops@elsewhere.org"), "", ["a@example.org"])
+        assert (code, text[:5]) == (550, "5.7.1") and "from" in text
+    assert Email.objects.count() == 1
+
+
 def _create_key(database_url: str) -> str:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mailservice.settings", "DATABASE_URL": database_url}
     result = subprocess.run([sys.executable, "manage.py", "create_api_key", "smtp"], cwd=ROOT, env=env,
