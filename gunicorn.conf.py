@@ -8,6 +8,8 @@ import os
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_WORKERS", os.cpu_count() or 1))
 threads = int(os.environ.get("WEB_THREADS", "8"))
+# Access lines without addresses: a path may hold one (infra/log_privacy.py).
+logger_class = "infra.log_privacy.AccessLog"
 # No child_exit hook calling prometheus_client's mark_process_dead: it removes only live gauges' files, and
 # there are none (infra/metrics.py); a dead worker's counts stay in the totals, as they should.
 

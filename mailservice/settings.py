@@ -410,6 +410,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"loggable_paths": {"()": "infra.log_privacy.LoggablePaths"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Its warnings name the request's path, which may hold an address.
+    "loggers": {"django.request": {"filters": ["loggable_paths"]}},
 }

@@ -112,7 +112,9 @@ def start_beat(env: dict[str, str], log_dir: Path) -> Process:
 
 def start_web(env: dict[str, str], log_dir: Path) -> tuple[Process, str]:
     port = free_port()
-    args = [str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    # With the access log on, as the Procfile runs it.
+    args = [str(BIN / "gunicorn"), "mailservice.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--access-logfile", "-"]  # fmt: skip
     process = Process("web", args, env, log_dir)
     url = f"http://127.0.0.1:{port}"
 
