@@ -57,9 +57,12 @@ def checked_addresses(url: str, *, allow_private: bool) -> tuple[str, int, list[
     if parts.username or parts.password:
         raise UnsafeTarget("A URL with a user name or password in it is not taken: the receiver verifies signatures.")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
     except ValueError:
-        raise UnsafeTarget("The URL's port is not a number from 1 to 65535.") from None
+        port = 0
+    if port == 0:  # urlsplit takes :0, which no receiver listens on (and `or` would make the default)
+        raise UnsafeTarget("The URL's port is not a number from 1 to 65535.")
+    port = port or (443 if parts.scheme == "https" else 80)
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):

@@ -60,6 +60,7 @@ def test_a_public_address_is_taken_with_its_default_port():
         ("http:///hook", "http:// or https://"),
         ("https://user:pass@93.184.215.14/hook", "user name or password"),
         ("http://93.184.215.14:99999/hook", "port"),
+        ("http://93.184.215.14:0/hook", "port"),
         ("http://no-such-host.invalid/hook", "does not resolve"),
         ("https://[nothing/hook", "cannot be read"),
     ],
