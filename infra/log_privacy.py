@@ -13,12 +13,27 @@ from gunicorn.glogging import Logger
 HIDDEN = "<hidden>"
 
 
+# Percent-encodings a segment is decoded through: %2540 is an @ encoded twice (the view sees %40).
+MOST_ENCODINGS = 3
+
+
 def loggable_path(target: str) -> str:
     """A request target (a path, or a referer's URL) without its query string and without any segment that holds
     an address, percent-encoded or not."""
     path, query = target.split("?", 1) if "?" in target else (target, None)
-    segments = [HIDDEN if "@" in unquote(segment) else segment for segment in path.split("/")]
+    segments = [HIDDEN if _may_hold_an_address(segment) else segment for segment in path.split("/")]
     return "/".join(segments) + ("?" + HIDDEN if query is not None else "")
+
+
+def _may_hold_an_address(segment: str) -> bool:
+    for _ in range(MOST_ENCODINGS):
+        if "@" in segment:
+            return True
+        decoded = unquote(segment)
+        if decoded == segment:
+            return False
+        segment = decoded
+    return "@" in segment or "%" in segment  # encoded more often than that: not shown
 
 
 class AccessLog(Logger):
