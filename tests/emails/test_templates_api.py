@@ -105,8 +105,8 @@ ENGINE_FAILURES = {
 
 
 ENGINE_FAILURE_CASES = [
-    (part, source)
-    for source in ENGINE_FAILURES.values()
+    pytest.param(part, source, id=f"{part}, {name}")
+    for name, source in ENGINE_FAILURES.items()
     for part in ("subject", "text", "html")
     if len(source) <= 998 or part != "subject"
 ]
